@@ -1,0 +1,113 @@
+"""The operations behind the CLI, as plain functions: the CLI only parses
+arguments, calls these and renders what they return."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from . import backends
+from .config import Config, OrgConfig
+from .models import OrgProfile
+from .state import State, lock_for, open_state
+from .sync import OrgOutcome, Reporter, Source, Syncer
+
+
+def org_profiles(config: Config) -> list[OrgProfile]:
+    return [OrgProfile(o.slug, o.name, o.template) for o in config.organizations]
+
+
+def make_backend(config: Config) -> backends.Backend:
+    return backends.create(config.backend.type, config.backend.options, org_profiles(config))
+
+
+def graph_source(org: OrgConfig) -> Source:
+    from .graph import GraphSource  # heavy: imports msgraph only when Graph is needed
+
+    return GraphSource(org.entra)
+
+
+@contextlib.contextmanager
+def syncer(
+    config: Config, reporter: Reporter | None = None, sources: Any = graph_source
+) -> Iterator[Syncer]:
+    """A Syncer with its state and backend, holding the run lock until exit."""
+    lock = lock_for(config.state.path)
+    lock.acquire()
+    try:
+        state = open_state(config.state.path)
+        try:
+            backend = make_backend(config)
+            sync = Syncer(config, state, backend, sources, reporter)
+            try:
+                yield sync
+            finally:
+                sync.close()
+                backend.close()
+        finally:
+            state.close()
+    finally:
+        lock.release()
+
+
+def run(
+    config: Config,
+    *,
+    dry_run: bool = False,
+    orgs: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    sources: Any = graph_source,
+) -> list[OrgOutcome]:
+    with syncer(config, reporter, sources) as sync:
+        return sync.cycle(dry_run=dry_run, orgs=orgs)
+
+
+def status(config: Config) -> dict[str, Any]:
+    """The ``status --json`` document."""
+    state = open_state(config.state.path)
+    try:
+        organizations = []
+        for org in config.organizations:
+            last = state.last_run(org.slug)
+            counts = state.counts(org.slug)
+            organizations.append(
+                {
+                    "slug": org.slug,
+                    "name": org.name,
+                    "last_sync": last.finished_at if last else None,
+                    "last_result": last.result if last else None,
+                    "last_error": last.error if last else None,
+                    "last_counts": last.counts if last else {},
+                    "users": counts["users"],
+                    "cards": counts["cards"],
+                }
+            )
+        return {"organizations": organizations}
+    finally:
+        state.close()
+
+
+def list_cards(config: Config, org: str | None = None) -> list[dict[str, Any]]:
+    """The ``cards list --json`` document."""
+    state: State = open_state(config.state.path)
+    try:
+        return [
+            {
+                "org": card.org,
+                "user_id": card.user_id,
+                "user_principal_name": card.person.user_principal_name,
+                "display_name": card.person.name,
+                "email": card.person.email,
+                "card_id": card.card_id,
+                "url": card.url,
+                "active": card.active,
+                "files": {
+                    kind: card.files.get(kind)
+                    for kind in ("html", "vcard", "qr_svg", "qr_png")
+                },
+            }
+            for card in state.cards(org)
+        ]
+    finally:
+        state.close()

@@ -1,0 +1,514 @@
+"""The local state: one SQLite file, written through sqlite-utils.
+
+Tables (see ``_MIGRATIONS`` for the exact schema):
+
+    meta     key/value: the secret that derives card ids
+    cursors  per organization: the stored deltaLink
+    users    the directory mirror, per organization (one row per Entra user seen)
+    cards    the ledger of published cards, per organization
+    runs     one row per sync of one organization: start, end, result, counts
+
+Consistency rules that make crashes harmless:
+
+- Mirror changes from a delta page are committed per page; the deltaLink is saved
+  in the same transaction as the last page, so a killed run restarts from the old
+  link and replays the pages (replays are idempotent).
+- A ledger row is written only after the backend succeeded, one action at a time,
+  so a killed apply is re-planned, never lost or duplicated (card ids are
+  deterministic and backends adopt existing cards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LockedError, StateError
+from .models import CARD_FIELDS, DirectoryUser, Person, Removal
+
+SCHEMA_NAME = "cardsync"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def person_to_json(person: Person) -> str:
+    """Canonical JSON of a person: only non-empty fields, in CARD_FIELDS order."""
+    data: dict[str, Any] = {}
+    for attr in CARD_FIELDS.values():
+        value = getattr(person, attr)
+        if value:
+            data[attr] = list(value) if isinstance(value, tuple) else value
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def person_from_json(text: str) -> Person:
+    data = json.loads(text)
+    if "business_phones" in data:
+        data["business_phones"] = tuple(data["business_phones"])
+    return Person(**data)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorUser:
+    """A row of the directory mirror."""
+
+    org: str
+    id: str
+    person: Person
+    hash: str
+    account_enabled: bool
+    user_type: str
+    removed: str | None  # None, "changed" (soft delete), "deleted" (permanent)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCard:
+    """A row of the cards ledger: what was published, and where."""
+
+    org: str
+    user_id: str
+    card_id: str
+    url: str
+    hash: str
+    fingerprint: str
+    active: bool
+    person: Person
+    files: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    org: str
+    mode: str
+    started_at: str
+    finished_at: str | None
+    result: str | None
+    counts: dict[str, int]
+    error: str | None
+
+
+def _m001_initial(db: Any) -> None:
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE cursors (
+            org TEXT PRIMARY KEY,
+            delta_link TEXT,
+            saved_at TEXT
+        );
+        CREATE TABLE users (
+            org TEXT NOT NULL,
+            id TEXT NOT NULL,
+            upn TEXT NOT NULL DEFAULT '',
+            mail TEXT NOT NULL DEFAULT '',
+            display_name TEXT NOT NULL DEFAULT '',
+            person TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            account_enabled INTEGER NOT NULL DEFAULT 1,
+            user_type TEXT NOT NULL DEFAULT 'Member',
+            removed TEXT,
+            round TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (org, id)
+        );
+        CREATE TABLE cards (
+            org TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            card_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            display_name TEXT NOT NULL DEFAULT '',
+            upn TEXT NOT NULL DEFAULT '',
+            person TEXT NOT NULL,
+            files TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (org, user_id)
+        );
+        CREATE UNIQUE INDEX cards_card_id ON cards (org, card_id);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            org TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            result TEXT,
+            counts TEXT NOT NULL DEFAULT '{}',
+            error TEXT
+        );
+        CREATE INDEX runs_org ON runs (org, id);
+        """
+    )
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('card_key', ?)", [secrets.token_hex(32)]
+    )
+
+
+def _migrations() -> Any:
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(SCHEMA_NAME)
+    migrations(name="001_initial")(_m001_initial)
+    return migrations
+
+
+class Lock:
+    """An exclusive advisory lock next to the state file, held for a whole run.
+
+    flock locks vanish with the process, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LockedError(
+                f"another cardsync run is in progress (pid {holder}, lock {self.path})",
+                "wait for it to finish; runs never overlap",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class State:
+    """The state database. Open it with :func:`open_state`."""
+
+    def __init__(self, db: Any, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.atomic():
+            yield
+
+    def card_key(self) -> bytes:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'card_key'").fetchone()
+        return bytes.fromhex(row[0])
+
+    # -- cursors -------------------------------------------------------------------
+
+    def delta_link(self, org: str) -> str | None:
+        row = self.db.execute("SELECT delta_link FROM cursors WHERE org = ?", [org]).fetchone()
+        return row[0] if row else None
+
+    def save_delta_link(self, org: str, link: str | None) -> None:
+        self.db.execute(
+            "INSERT INTO cursors (org, delta_link, saved_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (org) DO UPDATE SET delta_link = excluded.delta_link, "
+            "saved_at = excluded.saved_at",
+            [org, link, now()],
+        )
+
+    # -- the directory mirror ------------------------------------------------------
+
+    def ingest(
+        self, org: str, entries: Iterable[DirectoryUser | Removal], round_id: str | None = None
+    ) -> tuple[int, int]:
+        """Merge delta entries into the mirror (in Graph's order; the last entry for an
+        id wins). Returns (users upserted, removals). Call inside a transaction."""
+        stamp = now()
+        upserts: dict[str, tuple[Any, ...]] = {}
+        removals = 0
+        conn = self.db.conn
+        for entry in entries:
+            if isinstance(entry, Removal):
+                removals += 1
+                if entry.id in upserts:
+                    self._flush_upserts(upserts)
+                conn.execute(
+                    "UPDATE users SET removed = ?, updated_at = ?, round = coalesce(?, round) "
+                    "WHERE org = ? AND id = ?",
+                    [entry.reason, stamp, round_id, org, entry.id],
+                )
+                continue
+            person_json = person_to_json(entry.person)
+            upserts[entry.id] = (
+                org,
+                entry.id,
+                entry.person.user_principal_name,
+                entry.person.mail,
+                entry.person.display_name,
+                person_json,
+                content_hash(person_json),
+                1 if entry.account_enabled else 0,
+                entry.user_type,
+                round_id,
+                stamp,
+            )
+        count = len(upserts)
+        self._flush_upserts(upserts)
+        return count, removals
+
+    def _flush_upserts(self, upserts: dict[str, tuple[Any, ...]]) -> None:
+        if not upserts:
+            return
+        self.db.conn.executemany(
+            "INSERT INTO users (org, id, upn, mail, display_name, person, hash, "
+            "account_enabled, user_type, removed, round, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) "
+            "ON CONFLICT (org, id) DO UPDATE SET upn = excluded.upn, mail = excluded.mail, "
+            "display_name = excluded.display_name, person = excluded.person, "
+            "hash = excluded.hash, account_enabled = excluded.account_enabled, "
+            "user_type = excluded.user_type, removed = NULL, "
+            "round = coalesce(excluded.round, users.round), updated_at = excluded.updated_at",
+            list(upserts.values()),
+        )
+        upserts.clear()
+
+    def unseen_in_round(self, org: str, round_id: str) -> list[str]:
+        """Users still present in the mirror but not returned by full round ``round_id``."""
+        rows = self.db.execute(
+            "SELECT id FROM users WHERE org = ? AND removed IS NULL "
+            "AND (round IS NULL OR round != ?)",
+            [org, round_id],
+        )
+        return [r[0] for r in rows]
+
+    def mark_removed(self, org: str, user_ids: Iterable[str], reason: str) -> None:
+        stamp = now()
+        self.db.conn.executemany(
+            "UPDATE users SET removed = ?, updated_at = ? WHERE org = ? AND id = ?",
+            [(reason, stamp, org, uid) for uid in user_ids],
+        )
+
+    def purge_user(self, org: str, user_id: str) -> None:
+        self.db.execute("DELETE FROM users WHERE org = ? AND id = ?", [org, user_id])
+
+    def mirror_user(self, org: str, user_id: str) -> MirrorUser | None:
+        row = self.db.execute(
+            f"SELECT {_USER_COLS} FROM users u WHERE org = ? AND id = ?", [org, user_id]
+        ).fetchone()
+        return _mirror_from_row(row) if row else None
+
+    # -- planning input ------------------------------------------------------------
+
+    def plan_rows(
+        self, org: str, fingerprint: str, everything: bool = False
+    ) -> Iterator[tuple[MirrorUser | None, LedgerCard | None]]:
+        """Pairs of (mirror row, ledger row) that may need an action.
+
+        Rows in a steady state (enabled, present, published with the same content and
+        fingerprint) are skipped in SQL unless ``everything`` is set; the planner
+        would produce nothing for them, so this only saves time at tenant scale.
+        """
+        steady = (
+            "u.removed IS NULL AND u.account_enabled = 1 AND c.user_id IS NOT NULL "
+            "AND c.hash = u.hash AND c.fingerprint = :fp AND c.active = 1"
+        )
+        where = "1" if everything else f"NOT ({steady})"
+        sql = (
+            f"SELECT {_USER_COLS}, {_CARD_COLS} FROM users u "
+            "LEFT JOIN cards c ON c.org = u.org AND c.user_id = u.id "
+            f"WHERE u.org = :org AND {where} "
+            f"UNION ALL SELECT {_NULL_USER_COLS}, {_CARD_COLS} FROM cards c "
+            "WHERE c.org = :org AND NOT EXISTS "
+            "(SELECT 1 FROM users u WHERE u.org = c.org AND u.id = c.user_id)"
+        )
+        cursor = self.db.conn.execute(sql, {"org": org, "fp": fingerprint})
+        n_user = _USER_COLS.count(",") + 1
+        for row in cursor:
+            user = _mirror_from_row(row[:n_user]) if row[0] is not None else None
+            card = _card_from_row(row[n_user:]) if row[n_user] is not None else None
+            yield user, card
+
+    # -- the cards ledger ----------------------------------------------------------
+
+    def record_card(
+        self,
+        org: str,
+        user_id: str,
+        card_id: str,
+        url: str,
+        person: Person,
+        fingerprint: str,
+        active: bool,
+        files: dict[str, str],
+    ) -> None:
+        person_json = person_to_json(person)
+        stamp = now()
+        self.db.execute(
+            "INSERT INTO cards (org, user_id, card_id, url, hash, fingerprint, active, "
+            "display_name, upn, person, files, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (org, user_id) DO UPDATE SET card_id = excluded.card_id, "
+            "url = excluded.url, hash = excluded.hash, fingerprint = excluded.fingerprint, "
+            "active = excluded.active, display_name = excluded.display_name, "
+            "upn = excluded.upn, person = excluded.person, files = excluded.files, "
+            "updated_at = excluded.updated_at",
+            [
+                org,
+                user_id,
+                card_id,
+                url,
+                content_hash(person_json),
+                fingerprint,
+                1 if active else 0,
+                person.name,
+                person.user_principal_name,
+                person_json,
+                json.dumps(files, sort_keys=True),
+                stamp,
+                stamp,
+            ],
+        )
+
+    def forget_card(self, org: str, user_id: str) -> None:
+        self.db.execute("DELETE FROM cards WHERE org = ? AND user_id = ?", [org, user_id])
+
+    def cards(self, org: str | None = None) -> Iterator[LedgerCard]:
+        sql = f"SELECT {_CARD_COLS} FROM cards c"
+        params: list[Any] = []
+        if org is not None:
+            sql += " WHERE org = ?"
+            params.append(org)
+        sql += " ORDER BY c.org, c.display_name COLLATE NOCASE, c.user_id"
+        for row in self.db.execute(sql, params):
+            yield _card_from_row(row)
+
+    def card_index(self, org: str) -> list[tuple[str, str]]:
+        """(card_id, display name) of the org's active cards, sorted by name."""
+        rows = self.db.execute(
+            "SELECT card_id, display_name FROM cards WHERE org = ? AND active = 1 "
+            "ORDER BY display_name COLLATE NOCASE, card_id",
+            [org],
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    # -- counts and runs -----------------------------------------------------------
+
+    def counts(self, org: str) -> dict[str, int]:
+        users = self.db.execute(
+            "SELECT count(*) FROM users WHERE org = ? AND removed IS NULL", [org]
+        ).fetchone()[0]
+        cards = self.db.execute("SELECT count(*) FROM cards WHERE org = ?", [org]).fetchone()[0]
+        return {"users": users, "cards": cards}
+
+    def start_run(self, org: str, mode: str) -> int:
+        with self.db.atomic():
+            cur = self.db.execute(
+                "INSERT INTO runs (org, mode, started_at) VALUES (?, ?, ?)", [org, mode, now()]
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(
+        self, run_id: int, result: str, counts: dict[str, int], error: str | None = None
+    ) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE runs SET finished_at = ?, result = ?, counts = ?, error = ? WHERE id = ?",
+                [now(), result, json.dumps(counts, sort_keys=True), error, run_id],
+            )
+
+    def last_run(self, org: str) -> RunRecord | None:
+        row = self.db.execute(
+            "SELECT id, org, mode, started_at, finished_at, result, counts, error FROM runs "
+            "WHERE org = ? AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [org],
+        ).fetchone()
+        if row is None:
+            return None
+        return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+
+_USER_COLS = (
+    "u.org, u.id, u.person, u.hash, u.account_enabled, u.user_type, u.removed"
+)
+_NULL_USER_COLS = "NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+_CARD_COLS = (
+    "c.org, c.user_id, c.card_id, c.url, c.hash, c.fingerprint, c.active, c.person, c.files"
+)
+
+
+def _mirror_from_row(row: Any) -> MirrorUser:
+    return MirrorUser(
+        org=row[0],
+        id=row[1],
+        person=person_from_json(row[2]),
+        hash=row[3],
+        account_enabled=bool(row[4]),
+        user_type=row[5],
+        removed=row[6],
+    )
+
+
+def _card_from_row(row: Any) -> LedgerCard:
+    return LedgerCard(
+        org=row[0],
+        user_id=row[1],
+        card_id=row[2],
+        url=row[3],
+        hash=row[4],
+        fingerprint=row[5],
+        active=bool(row[6]),
+        person=person_from_json(row[7]),
+        files=json.loads(row[8]),
+    )
+
+
+def open_state(path: Path) -> State:
+    """Open (creating if needed) and migrate the state database at ``path``."""
+    from sqlite_utils import Database
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30)
+        db = Database(conn, execute_plugins=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        _migrations().apply(db)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(
+            f"the state file {path} is not a usable cardsync database ({exc})",
+            "restore it from a backup, or move it away to start over with a full sync",
+        ) from exc
+    except OSError as exc:
+        raise StateError(
+            f"cannot open the state file {path}: {exc.strerror}",
+            "check [state] path and the folder's permissions",
+        ) from exc
+    return State(db, path)
+
+
+def lock_for(state_path: Path) -> Lock:
+    return Lock(Path(f"{state_path}.lock"))

@@ -1,0 +1,264 @@
+"""One sync cycle: the only module that wires source, state, planner and backend.
+
+For each organization, independently (one failing does not stop the others):
+
+1. pull users/delta from the stored deltaLink into the mirror, page by page
+   (a rejected link falls back to a full round, followed by a sweep of users the
+   full round no longer returned);
+2. plan against the ledger;
+3. apply through the backend (unless this is a dry run, in which case every
+   write of steps 1-3 is rolled back and the plan is the answer).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import planner
+from .apply import ApplyReport, apply
+from .backends import Backend
+from .config import Config, OrgConfig
+from .errors import CardsyncError, DeltaExpiredError
+from .models import DeltaPage
+from .planner import Action, OrgRules
+from .state import State
+
+
+class Source(Protocol):
+    """What sync needs from a directory source (cardsync.graph.GraphSource)."""
+
+    def delta(self, link: str | None) -> Iterator[DeltaPage]: ...
+
+    def deleted_item_exists(self, user_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Reporter:
+    """Progress callbacks; the CLI renders them as rich progress or plain lines."""
+
+    def event(self, org: str, message: str) -> None:
+        """A noteworthy step, one line."""
+
+    def pulled(self, org: str, users: int, removals: int) -> None:
+        """Running totals while delta pages arrive."""
+
+    def applying(self, org: str, total: int) -> None:
+        """Apply is starting ``total`` actions."""
+
+    def applied(self, org: str, action: Action) -> None:
+        """One action was attempted."""
+
+
+@dataclass
+class OrgOutcome:
+    org: str
+    result: str = "success"  # success | partial | refused | failed
+    mode: str = "incremental"  # initial | incremental | resync
+    actions: list[Action] = field(default_factory=list)
+    report: ApplyReport | None = None
+    pulled: int = 0
+    removals: int = 0
+    error: CardsyncError | None = None
+
+    def counts(self) -> dict[str, int]:
+        counts = {"pulled": self.pulled, "removals": self.removals}
+        if self.report is not None:
+            counts.update(self.report.done)
+            counts["failed"] = len(self.report.failures)
+        return counts
+
+
+SourceFactory = Callable[[OrgConfig], Source]
+
+
+class Syncer:
+    """Runs sync cycles for the configured organizations.
+
+    ``sources`` builds one Source per organization; sources are kept for the
+    Syncer's lifetime so that a daemon reuses tokens and connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: State,
+        backend: Backend,
+        sources: SourceFactory,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.backend = backend
+        self._make_source = sources
+        self._sources: dict[str, Source] = {}
+        self.reporter = reporter or Reporter()
+
+    def source(self, org: OrgConfig) -> Source:
+        if org.slug not in self._sources:
+            self._sources[org.slug] = self._make_source(org)
+        return self._sources[org.slug]
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
+
+    def cycle(
+        self, *, dry_run: bool = False, orgs: Sequence[str] | None = None
+    ) -> list[OrgOutcome]:
+        outcomes = []
+        for org in self.config.organizations:
+            if orgs and org.slug not in orgs:
+                continue
+            outcomes.append(self.sync_org(org, dry_run=dry_run))
+        return outcomes
+
+    def sync_org(self, org: OrgConfig, *, dry_run: bool = False) -> OrgOutcome:
+        outcome = OrgOutcome(org.slug)
+        run_id = None if dry_run else self.state.start_run(org.slug, "run")
+        if dry_run:
+            self.state.db.begin()
+        try:
+            self._pull(org, outcome)
+            outcome.actions = self._plan(org)
+            if not dry_run:
+                self._apply(org, outcome)
+        except CardsyncError as exc:
+            outcome.result = "failed"
+            outcome.error = exc
+            self.reporter.event(org.slug, f"failed: {exc.message}")
+        finally:
+            if dry_run:
+                self.state.db.rollback()
+        if run_id is not None:
+            self.state.finish_run(
+                run_id,
+                outcome.result,
+                outcome.counts(),
+                outcome.error.message if outcome.error else None,
+            )
+        return outcome
+
+    # -- steps ---------------------------------------------------------------------
+
+    def _pull(self, org: OrgConfig, outcome: OrgOutcome) -> None:
+        source = self.source(org)
+        link = self.state.delta_link(org.slug)
+        outcome.mode = "initial" if link is None else "incremental"
+        pages = _first_page_checked(source, link)
+        if pages is None:
+            self.reporter.event(
+                org.slug, "the stored deltaLink was rejected by Graph: running a full sync"
+            )
+            outcome.mode = "resync"
+            pages = source.delta(None)
+        round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
+        for page in pages:
+            with self.state.transaction():
+                users, removals = self.state.ingest(org.slug, page.entries, round_id)
+                outcome.pulled += users
+                outcome.removals += removals
+                if page.delta_link is not None:
+                    if round_id is not None:
+                        self._sweep(org, source, round_id)
+                    self.state.save_delta_link(org.slug, page.delta_link)
+            self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
+
+    def _sweep(self, org: OrgConfig, source: Source, round_id: str) -> None:
+        """After a full round: users it no longer returned are gone. Deleted items
+        tells a soft delete (restorable) from a permanent one."""
+        gone = self.state.unseen_in_round(org.slug, round_id)
+        if not gone:
+            return
+        soft = [uid for uid in gone if source.deleted_item_exists(uid)]
+        soft_set = set(soft)
+        hard = [uid for uid in gone if uid not in soft_set]
+        self.state.mark_removed(org.slug, soft, "changed")
+        self.state.mark_removed(org.slug, hard, "deleted")
+        self.reporter.event(
+            org.slug,
+            f"full sync: {len(hard)} users permanently gone, {len(soft)} soft-deleted",
+        )
+
+    def _rules(self, org: OrgConfig) -> OrgRules:
+        return OrgRules(
+            org=org.slug,
+            card_key=self.state.card_key(),
+            fingerprint=self.backend.fingerprint(org.slug),
+            on_disable=getattr(org, "on_disable", "keep"),
+        )
+
+    def _plan(self, org: OrgConfig) -> list[Action]:
+        rules = self._rules(org)
+        return planner.plan(rules, self.state.plan_rows(org.slug, rules.fingerprint))
+
+    def _apply(self, org: OrgConfig, outcome: OrgOutcome) -> None:
+        fingerprint = self.backend.fingerprint(org.slug)
+        self.reporter.applying(org.slug, len(outcome.actions))
+        report = apply(
+            outcome.actions,
+            self.backend,
+            self.state,
+            fingerprint,
+            on_step=lambda action: self.reporter.applied(org.slug, action),
+        )
+        outcome.report = report
+        if report.changed or outcome.mode != "incremental":
+            self.backend.finish(org.slug, self.state.card_index(org.slug))
+        if report.failures:
+            outcome.result = "partial"
+
+
+def _first_page_checked(source: Source, link: str | None) -> Iterator[DeltaPage] | None:
+    """Start a delta round; None when the stored link was rejected (expired)."""
+    pages = source.delta(link)
+    try:
+        first = next(pages)
+    except DeltaExpiredError:
+        if link is None:
+            raise
+        return None
+    except StopIteration:
+        return iter(())
+
+    def chained() -> Iterator[DeltaPage]:
+        yield first
+        yield from pages
+
+    return chained()
+
+
+def exit_code(outcomes: Sequence[OrgOutcome]) -> int:
+    """The most serious outcome wins: failed (1), refused (3), partial (4), success (0)."""
+    results = {o.result for o in outcomes}
+    if "failed" in results:
+        return 1
+    if "refused" in results:
+        return 3
+    if "partial" in results:
+        return 4
+    return 0
+
+
+def describe(action: Action) -> dict[str, Any]:
+    """The public JSON shape of an action (``diff --json``)."""
+    data: dict[str, Any] = {
+        "org": action.org,
+        "action": action.kind,
+        "user_id": action.user_id,
+        "user_principal_name": action.user_principal_name,
+        "reason": action.reason,
+    }
+    card = getattr(action, "card", None)
+    if card is not None:
+        data["display_name"] = card.person.name
+        data["card_id"] = card.card_id
+    elif getattr(action, "card_id", None):
+        data["card_id"] = action.card_id  # type: ignore[attr-defined]
+    changed = getattr(action, "changed", ())
+    if changed:
+        data["changed"] = list(changed)
+    return data

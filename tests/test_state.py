@@ -1,0 +1,136 @@
+"""The SQLite state on real files: migrations, mirror merging, ledger, runs, lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from cardsync.errors import LockedError, StateError
+from cardsync.models import DirectoryUser, Person, Removal
+from cardsync.state import lock_for, open_state
+
+
+def du(uid: str, name: str = "Ada", enabled: bool = True) -> DirectoryUser:
+    return DirectoryUser(uid, Person(display_name=name, user_principal_name=f"{uid}@x.test"),
+                         enabled)
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = open_state(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def test_migrations_are_recorded_and_idempotent(tmp_path):
+    path = tmp_path / "state.db"
+    first = open_state(path)
+    key = first.card_key()
+    first.close()
+    again = open_state(path)
+    assert again.card_key() == key
+    names = [r[0] for r in again.db.execute("SELECT name FROM _sqlite_migrations")]
+    assert names == ["001_initial"]
+    again.close()
+
+
+def test_last_entry_for_an_id_wins_within_a_page(state):
+    with state.transaction():
+        state.ingest("o", [du("a", "Old"), du("a", "New"), du("b")])
+    assert state.mirror_user("o", "a").person.display_name == "New"
+    assert state.counts("o")["users"] == 2
+
+
+def test_removal_then_readd_in_one_page(state):
+    with state.transaction():
+        state.ingest("o", [du("a")])
+        state.ingest("o", [Removal("a", "changed"), du("a", "Back")])
+    row = state.mirror_user("o", "a")
+    assert row.removed is None and row.person.display_name == "Back"
+    with state.transaction():
+        state.ingest("o", [du("a", "X"), Removal("a", "deleted")])
+    assert state.mirror_user("o", "a").removed == "deleted"
+
+
+def test_rollback_leaves_nothing(state):
+    state.db.begin()
+    state.ingest("o", [du("a")])
+    state.save_delta_link("o", "https://link")
+    state.db.rollback()
+    assert state.mirror_user("o", "a") is None
+    assert state.delta_link("o") is None
+
+
+def test_full_round_sweep_finds_unseen_users(state):
+    with state.transaction():
+        state.ingest("o", [du("a"), du("b"), du("c")], round_id="r1")
+    with state.transaction():
+        state.ingest("o", [du("a"), du("c")], round_id="r2")
+    assert state.unseen_in_round("o", "r2") == ["b"]
+
+
+def test_ledger_roundtrip_and_index(state):
+    p = Person(display_name="Zoë", user_principal_name="z@x.test")
+    with state.transaction():
+        state.record_card("o", "u1", "cid1", "https://x/o/cid1/", p, "fp", True, {"html": "/a"})
+        state.record_card("o", "u2", "cid2", "https://x/o/cid2/", Person(display_name="Al"),
+                          "fp", True, {})
+    cards = list(state.cards("o"))
+    assert [c.card_id for c in cards] == ["cid2", "cid1"]
+    assert cards[1].person == p and cards[1].files == {"html": "/a"}
+    assert state.card_index("o") == [("cid2", "Al"), ("cid1", "Zoë")]
+
+
+def test_runs_log(state):
+    run = state.start_run("o", "run")
+    assert state.last_run("o") is None  # unfinished runs are not "last sync"
+    state.finish_run(run, "partial", {"create_card": 2, "failed": 1}, "boom")
+    last = state.last_run("o")
+    assert (last.result, last.counts, last.error) == ("partial", {"create_card": 2, "failed": 1},
+                                                       "boom")
+    assert last.finished_at.endswith("+00:00")
+
+
+def test_corrupt_state_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError) as info:
+        open_state(path)
+    assert "not a usable cardsync database" in info.value.message
+    assert info.value.hint
+
+
+def test_second_lock_holder_is_refused(tmp_path):
+    lock = lock_for(tmp_path / "state.db")
+    lock.acquire()
+    code = (
+        "import sys; from pathlib import Path; from cardsync.state import lock_for\n"
+        "from cardsync.errors import LockedError\n"
+        f"try:\n  lock_for(Path({str(tmp_path / 'state.db')!r})).acquire()\n"
+        "except LockedError as e:\n  print(e.message); sys.exit(7)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 7, proc.stderr
+    assert "another cardsync run is in progress" in proc.stdout
+    lock.release()
+    second = lock_for(tmp_path / "state.db")
+    second.acquire()  # free again once released
+    second.release()
+
+
+def test_lock_in_same_process_is_refused_too(tmp_path):
+    first = lock_for(tmp_path / "s.db")
+    first.acquire()
+    with pytest.raises(LockedError):
+        lock_for(tmp_path / "s.db").acquire()
+    first.release()
+
+
+def test_state_is_plain_sqlite(tmp_path, state):
+    with state.transaction():
+        state.ingest("o", [du("a")])
+    rows = sqlite3.connect(state.path).execute("SELECT org, id FROM users").fetchall()
+    assert rows == [("o", "a")]
