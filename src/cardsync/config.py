@@ -1,14 +1,32 @@
 """Load and validate ``cardsync.toml``.
 
-STUB: the data classes below are the interface the rest of cardsync codes
-against. ``load()`` is being written (see the config helper's task).
+:func:`load` finds the file (``--config``, else ``$CARDSYNC_CONFIG``, else
+``./cardsync.toml``), parses it and turns it into the frozen :class:`Config` the rest
+of cardsync uses. Every problem in the file is reported at once, each with its key
+path, in one :class:`~cardsync.errors.ConfigError`. Secret values never appear in
+messages or reprs. The keys are declared in the schema tables below; adding an
+optional key is one line there (plus the field it fills).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from . import _configschema as sch
+from .errors import ConfigError
+
+ENV_VAR = "CARDSYNC_CONFIG"
+DEFAULT_FILE = "cardsync.toml"
+_COPY_HINT = "copy config.example.toml to cardsync.toml and edit it, or pass --config PATH"
+_SYNTAX_HINT = "look for a missing quote, bracket or '=' at that spot (TOML: https://toml.io)"
 
 # cloud name -> (login host, Graph host)
 CLOUDS: dict[str, tuple[str, str]] = {
@@ -17,6 +35,10 @@ CLOUDS: dict[str, tuple[str, str]] = {
     "usgov-dod": ("login.microsoftonline.us", "dod-graph.microsoft.us"),
     "china": ("login.chinacloudapi.cn", "microsoftgraph.chinacloudapi.cn"),
 }
+_LOGIN_HOSTS = frozenset(login for login, _ in CLOUDS.values())
+
+# Used until the package ships its templates/ folder.
+_FALLBACK_TEMPLATES = ("classic", "minimal")
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,21 @@ class BackendConfig:
     type: str = "local"
     # Backend-specific keys (for "local": output, base_url, index), paths resolved.
     options: dict[str, Any] = field(default_factory=dict)
+    # Option keys whose value came from ${ENV} (third-party backends): masked in repr().
+    env_keys: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if k in self.env_keys else v for k, v in self.options.items()}
+        return f"BackendConfig(type={self.type!r}, options={shown!r})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values taken from the environment for a third-party backend's options."""
+        return tuple(s for key in sorted(self.env_keys) for s in sch.strings_in(self.options[key]))
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    interval_minutes: int = 40  # daemon polling interval
 
 
 @dataclass(frozen=True)
@@ -71,12 +108,290 @@ class Config:
     state: StateConfig
     backend: BackendConfig
     organizations: tuple[OrgConfig, ...]
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for org in self.organizations for s in org.entra.secrets())
+        entra = tuple(s for org in self.organizations for s in org.entra.secrets())
+        return entra + self.backend.secrets()
 
     def org(self, slug: str) -> OrgConfig:
         for org in self.organizations:
             if org.slug == slug:
                 return org
         raise KeyError(slug)
+
+
+# Checks for values with a meaning ---------------------------------------------------
+
+_SLUG = "up to 63 lowercase letters, digits and '-', not starting with '-'"
+_TENANT = "a GUID or a domain like contoso.onmicrosoft.com"
+_CLIENT = "a GUID (the Application (client) ID)"
+_GUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+
+
+def builtin_templates() -> tuple[str, ...]:
+    """Names of the templates shipped in ``cardsync/templates/`` (one folder each)."""
+    try:
+        folder = resources.files("cardsync").joinpath("templates")
+        if folder.is_dir():
+            return tuple(
+                sorted(
+                    entry.name
+                    for entry in folder.iterdir()
+                    if entry.is_dir() and not entry.name.startswith(("_", "."))
+                )
+            )
+    except (OSError, ModuleNotFoundError):
+        pass
+    return _FALLBACK_TEMPLATES
+
+
+def _template(value: str, ctx: sch.Context) -> str:
+    names = builtin_templates()
+    if value in names:
+        return value
+    folder = ctx.path(value)
+    if folder.is_dir():
+        return str(folder)
+    raise sch.Invalid(
+        f"expected a built-in template ({', '.join(names)}) or a folder of templates,"
+        f" and {folder} is not a folder",
+        suggestion=sch.suggest(value, names),
+        show_value=False,
+    )
+
+
+def _backend_type(value: str, ctx: sch.Context) -> str:
+    if value in BACKEND_OPTIONS:
+        return value
+    from .backends import available  # imports entry points: only for third-party names
+
+    names = available()
+    if value not in names:
+        raise sch.Invalid(
+            f"expected an installed backend ({', '.join(names)})",
+            suggestion=sch.suggest(value, names),
+        )
+    return value
+
+
+# The schema: key -> Field(kind, default, check) ---------------------------------------
+
+# tenant_id and client_id are not echoed: a secret pasted into the wrong key is common.
+ENTRA = sch.Table(
+    {
+        "tenant_id": sch.Field(str, check=sch.matches(f"{_GUID}|{_DOMAIN}", _TENANT), echo=False),
+        "client_id": sch.Field(str, check=sch.matches(_GUID, _CLIENT), echo=False),
+        "client_secret": sch.Field(str, None, secret=True),
+        "certificate_path": sch.Field(str, None, check=sch.existing_file),
+        "certificate_password": sch.Field(str, None, secret=True),
+        "cloud": sch.Field(str, "global", check=sch.one_of(*CLOUDS)),
+        "authority_host": sch.Field(str, None, check=sch.authority),
+        "graph_url": sch.Field(str, None, check=sch.graph_url),
+    }
+)
+
+ORGANIZATION = sch.Table(
+    {
+        "slug": sch.Field(str, check=sch.matches(r"[a-z0-9][a-z0-9-]{0,62}", _SLUG)),
+        "name": sch.Field(str, None),
+        "template": sch.Field(str, "classic", check=_template),
+        "entra": sch.Field(ENTRA),
+    }
+)
+
+ROOT = sch.Table(
+    {
+        "state": sch.Field(sch.Table({"path": sch.Field(str, "cardsync.db", check=sch.path)}), {}),
+        # Only "type" here: the other keys depend on it (see BACKEND_OPTIONS).
+        "backend": sch.Field(
+            sch.Table({"type": sch.Field(str, "local", check=_backend_type)}, extra=True), {}
+        ),
+        "schedule": sch.Field(
+            sch.Table({"interval_minutes": sch.Field(int, 40, check=sch.between(1, 1440))}), {}
+        ),
+        "organizations": sch.Field(
+            sch.ArrayOf(
+                ORGANIZATION,
+                min_items=1,
+                too_few="at least one organization is required; add an [[organizations]] table",
+            ),
+            [],
+        ),
+    }
+)
+
+# Options of the built-in backends. Any other registered backend gets its options as
+# written (with ${ENV} values substituted): it validates them itself.
+BACKEND_OPTIONS: dict[str, sch.Table] = {
+    "local": sch.Table(
+        {
+            "output": sch.Field(str, check=sch.path),
+            "base_url": sch.Field(str, check=sch.http_url),
+            "index": sch.Field(bool, True),
+        }
+    ),
+    "memory": sch.Table(
+        {
+            "base_url": sch.Field(str, sch.OMIT),  # any scheme: nothing is served
+            "fail_user_ids": sch.Field(list, sch.OMIT, check=sch.strings),
+        }
+    ),
+}
+
+
+# Building the Config ----------------------------------------------------------------
+
+
+def _entra(e: dict[str, Any], at: str, ctx: sch.Context) -> EntraConfig:
+    has_secret = e["client_secret"] is not None
+    has_cert = e["certificate_path"] is not None
+    if has_secret == has_cert:
+        ctx.problem(
+            at,
+            "set exactly one of client_secret and certificate_path"
+            + (", not both" if has_secret else ""),
+        )
+    if e["certificate_password"] is not None and not has_cert:
+        ctx.problem(f"{at}.certificate_password", "is only used with certificate_path")
+    cloud = e["cloud"] if e["cloud"] in CLOUDS else "global"
+    login, graph = CLOUDS[cloud]
+    authority = e["authority_host"] or f"https://{login}"
+    return EntraConfig(
+        tenant_id=e["tenant_id"],
+        client_id=e["client_id"],
+        client_secret=e["client_secret"],
+        certificate_path=e["certificate_path"],
+        certificate_password=e["certificate_password"],
+        cloud=cloud,
+        authority=authority,
+        graph_url=e["graph_url"] or f"https://{graph}/v1.0",
+        custom_authority=urlsplit(str(authority)).hostname not in _LOGIN_HOSTS,
+    )
+
+
+def _organizations(items: list[Any], ctx: sch.Context) -> tuple[OrgConfig, ...]:
+    orgs: list[OrgConfig] = []
+    seen: dict[str, int] = {}
+    for i, org in enumerate(items):
+        if org is sch.INVALID:
+            continue
+        at = f"organizations[{i}]"
+        slug = org["slug"]
+        if isinstance(slug, str):
+            if slug in seen:
+                ctx.problem(
+                    f"{at}.slug", f"duplicate slug {slug!r} (also organizations[{seen[slug]}])"
+                )
+            seen.setdefault(slug, i)
+        entra = org["entra"]
+        if entra is not sch.INVALID:
+            entra = _entra(entra, f"{at}.entra", ctx)
+        orgs.append(OrgConfig(slug, org["name"] or slug, entra, org["template"]))
+    return tuple(orgs)
+
+
+def _backend(table: dict[str, Any], ctx: sch.Context) -> BackendConfig:
+    kind = table.pop("type")
+    if kind is sch.INVALID:
+        return BackendConfig(kind)
+    if kind in BACKEND_OPTIONS:
+        return BackendConfig(kind, ctx.table(table, BACKEND_OPTIONS[kind], "backend"))
+    options: dict[str, Any] = {}
+    env_keys: set[str] = set()
+    for key, raw in table.items():
+        options[key], from_env = ctx.expand(raw, f"backend.{key}")
+        if from_env:
+            env_keys.add(key)
+    return BackendConfig(kind, options, frozenset(env_keys))
+
+
+def _file_order(problem: str) -> tuple[int, int]:
+    """Sort key: top-level sections in schema order, organizations by index."""
+    head = re.match(r"(\w+)(?:\[(\d+)\])?", problem)
+    keys = list(ROOT.fields)
+    if not head or head[1] not in keys:
+        return (len(keys), 0)
+    return (keys.index(head[1]), int(head[2] or -1))
+
+
+def from_dict(
+    data: Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> Config:
+    """Validate parsed TOML; relative paths are resolved against ``base_dir``."""
+    ctx = sch.Context(Path(os.path.abspath(base_dir)), os.environ if env is None else env)
+    top = ctx.table(data, ROOT)
+    backend = (
+        _backend(top["backend"], ctx) if top["backend"] is not sch.INVALID else BackendConfig()
+    )
+    orgs = (
+        _organizations(top["organizations"], ctx) if top["organizations"] is not sch.INVALID else ()
+    )
+    if ctx.problems:
+        raise ConfigError(sorted(ctx.problems, key=_file_order), str(path) if path else None)
+    return Config(
+        path=path,
+        state=StateConfig(**top["state"]),
+        backend=backend,
+        organizations=orgs,
+        schedule=ScheduleConfig(**top["schedule"]),
+    )
+
+
+# Finding and reading the file ---------------------------------------------------------
+
+
+def _locate(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, str]:
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit), "given with --config"
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR]), f"from the {ENV_VAR} environment variable"
+    return Path(DEFAULT_FILE), f"the default when neither --config nor {ENV_VAR} is set"
+
+
+def resolve_path(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path:
+    """The config file to use: ``explicit``, else ``$CARDSYNC_CONFIG``, else ./cardsync.toml."""
+    found, _ = _locate(explicit, os.environ if env is None else env)
+    return Path(os.path.abspath(found.expanduser()))
+
+
+def _read(file: Path, how: str) -> dict[str, Any]:
+    def fail(problem: str, hint: str | None = None) -> ConfigError:
+        return ConfigError([problem], str(file), hint)
+
+    if file.is_dir():
+        raise fail(f"config file {file} ({how}) is a folder, not a file")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise fail(f"config file {file} not found ({how})", _COPY_HINT) from None
+    except OSError as exc:
+        raise fail(f"config file {file} ({how}) cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail("the file is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(sch.syntax_problem(str(exc), text), _SYNTAX_HINT) from None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Find, read and validate the config file; raise ConfigError listing every problem.
+
+    ``path`` is the CLI's ``--config``; without it ``$CARDSYNC_CONFIG`` (read from
+    ``env``, default ``os.environ``) names the file, else ``./cardsync.toml``.
+    """
+    env = os.environ if env is None else env
+    given, how = _locate(path, env)
+    file = Path(os.path.abspath(given.expanduser()))
+    data = _read(file, how)
+    return from_dict(data, base_dir=file.parent, env=env, path=file)

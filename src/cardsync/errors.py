@@ -51,13 +51,15 @@ class CardsyncError(Exception):
 class ConfigError(CardsyncError):
     """Configuration problems; ``problems`` lists each one with its key path."""
 
-    def __init__(self, problems: list[str], path: str | None = None) -> None:
+    def __init__(
+        self, problems: list[str], path: str | None = None, hint: str | None = None
+    ) -> None:
         where = f" in {path}" if path else ""
         count = len(problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(
             f"{count} configuration {noun}{where}",
-            "fix the keys listed above; config.example.toml documents every key",
+            hint or "fix the keys listed above; config.example.toml documents every key",
         )
         self.problems = list(problems)
         self.path = path
