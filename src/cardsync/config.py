@@ -15,7 +15,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,7 +37,6 @@ CLOUDS: dict[str, tuple[str, str]] = {
 _LOGIN_HOSTS = frozenset(login for login, _ in CLOUDS.values())
 
 # Used until the package ships its templates/ folder.
-_FALLBACK_TEMPLATES = ("classic", "minimal")
 
 
 @dataclass(frozen=True)
@@ -132,19 +130,9 @@ _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 
 def builtin_templates() -> tuple[str, ...]:
     """Names of the templates shipped in ``cardsync/templates/`` (one folder each)."""
-    try:
-        folder = resources.files("cardsync").joinpath("templates")
-        if folder.is_dir():
-            return tuple(
-                sorted(
-                    entry.name
-                    for entry in folder.iterdir()
-                    if entry.is_dir() and not entry.name.startswith(("_", "."))
-                )
-            )
-    except (OSError, ModuleNotFoundError):
-        pass
-    return _FALLBACK_TEMPLATES
+    from .templates import builtin_templates as shipped
+
+    return tuple(shipped())
 
 
 def _template(value: str, ctx: sch.Context) -> str:

@@ -40,7 +40,8 @@ class Backend(Protocol):
       a crash, but not yet recorded), never making a second one. It returns the
       card's public URL and the files it wrote. A card with ``active=False`` stays
       reachable at the same URL but says it is no longer active, and its contact data
-      (vCard, QR code) are withdrawn.
+      (vCard, QR code, photo) are withdrawn. A card of an organization the backend
+      was not constructed with raises :class:`~cardsync.errors.BackendError`.
     - ``remove(org, card_id)`` deletes the card. Removing a card that is already gone
       is not an error.
     - ``card_ids(org)`` lists the ids of the cards that exist now, for reconciliation.
