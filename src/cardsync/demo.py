@@ -63,7 +63,7 @@ def run_demo(out: Path, users: int = 24) -> int:
         config_path = out / "cardsync.toml"
         config_path.write_text(
             CONFIG_TEMPLATE.format(
-                tenant_id=tenant.tenant_id,
+                tenant_id=tenant.id,
                 client_id=app.client_id,
                 client_secret=app.secret,
                 authority=server.url,

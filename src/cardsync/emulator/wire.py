@@ -1,0 +1,108 @@
+"""HTTP requests and responses as plain data, and the error bodies of Graph and Entra.
+
+The route modules (login, graph, control) are functions from :class:`Request` to
+:class:`Response`; only ``server.py`` touches sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request. ``path`` is percent-decoded and has no query; ``headers`` has
+    lower-cased names; ``base_url`` is the server's own ``https://host:port``; ``peer`` is
+    the client's IP address."""
+
+    method: str
+    path: str
+    raw_query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    base_url: str = ""
+    peer: str = "127.0.0.1"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters, percent-decoded (the last value wins)."""
+        return dict(parse_qsl(self.raw_query, keep_blank_values=True))
+
+    @property
+    def client_request_id(self) -> str:
+        return self.headers.get("client-request-id", "")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k.lower() == wanted), None)
+
+
+def dumps(obj: Any) -> bytes:
+    # Graph sends raw UTF-8 (no \\u escapes) and no insignificant whitespace.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def json_response(
+    status: int,
+    obj: Any,
+    headers: tuple[tuple[str, str], ...] = (),
+    content_type: str = "application/json",
+) -> Response:
+    return Response(status, dumps(obj), content_type, headers)
+
+
+def utc_now() -> str:
+    """An ISO 8601 UTC timestamp with a ``Z``, as Graph writes them."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def graph_error(
+    status: int,
+    code: str,
+    message: str,
+    request: Request,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    """Graph's error shape: ``{"error": {"code", "message", "innerError": {...}}}``."""
+    inner = {
+        "date": utc_now(),
+        "request-id": str(uuid.uuid4()),
+        "client-request-id": request.client_request_id or str(uuid.uuid4()),
+    }
+    body = {"error": {"code": code, "message": message, "innerError": inner}}
+    return json_response(status, body, headers, GRAPH_JSON)
+
+
+def entra_error(status: int, error: str, aadsts: int, description: str) -> Response:
+    """Entra's OAuth error shape, with the ``AADSTS`` code leading the description."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    body = {
+        "error": error,
+        "error_description": (
+            f"AADSTS{aadsts}: {description} Trace ID: {trace} "
+            f"Correlation ID: {correlation} Timestamp: {stamp}"
+        ),
+        "error_codes": [aadsts],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": f"https://login.microsoftonline.com/error?code={aadsts}",
+    }
+    return json_response(status, body)

@@ -1,0 +1,233 @@
+"""GraphSource: the synchronous face of the Graph client.
+
+msgraph-sdk is async-only and its httpx client is bound to the event loop it first ran
+on, so a GraphSource owns one event loop, on one background thread, for its whole life
+(the daemon keeps it across cycles, and with it the credential's token cache). Sync
+methods hand coroutines to that loop and wait for the answer.
+
+:meth:`GraphSource.delta` streams: while the caller works on page N, the loop is
+already fetching page N+1, and no more than that, so a tenant is never held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from ..config import EntraConfig
+from ..errors import DeltaExpiredError, GraphError
+from ..models import DELTA_SELECT, DeltaPage, DirectoryUser
+from .client import GraphClient, Stats
+from .errors import same_origin, status_of
+from .parse import parse_delta_page_counted, parse_user
+
+T = TypeVar("T")
+_SELECT = ",".join(DELTA_SELECT)
+
+
+class _LoopThread:
+    """An asyncio event loop running forever on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="cardsync-graph", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the request too
+            raise
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class GraphSource:
+    """Users from Microsoft Graph for one Entra app registration.
+
+    ``retry_budget``: seconds of unbroken throttling (or of a lost connection) one
+    request may wait out before :class:`~cardsync.errors.ThrottledError`.
+    """
+
+    def __init__(self, entra: EntraConfig, *, retry_budget: float = 600.0) -> None:
+        self.entra = entra
+        self.stats = Stats()
+        self._closed = False
+        self._loop = _LoopThread()
+        try:
+            self._client = self._loop.run(self._build(retry_budget))
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    async def _build(self, retry_budget: float) -> GraphClient:
+        # Built on the loop thread: the SDK's httpx client then belongs to this loop.
+        return GraphClient(self.entra, retry_budget=retry_budget, stats=self.stats)
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent to Graph so far, retries included, token requests not."""
+        return self.stats.requests
+
+    # -- users/delta -------------------------------------------------------------------
+
+    def first_delta_url(self) -> str:
+        return f"{self.entra.graph_url}/users/delta?$select={_SELECT}"
+
+    def delta(self, link: str | None) -> Iterator[DeltaPage]:
+        """One round of users/delta, page by page; the last page carries ``delta_link``.
+
+        ``link`` None starts a full round; otherwise it is the stored deltaLink. A link
+        Graph no longer accepts (410, or any 400 such as ``syncStateNotFound``), or one
+        for another Graph endpoint, raises :class:`~cardsync.errors.DeltaExpiredError`
+        before any page is yielded; the caller then starts again with None. (Graph can
+        also drop a round's state midway; that raises DeltaExpiredError after some
+        pages, and starting again with None is right then too.)
+
+        Query options go on the first request only: Graph carries them in its links.
+        """
+        self._check_open()
+        if link is None:
+            url = self.first_delta_url()
+        else:
+            if not _is_delta_link(link, self.entra.graph_url):
+                raise DeltaExpiredError(
+                    "the stored deltaLink is not a users/delta link of "
+                    f"{self.entra.graph_url}; starting a full sync"
+                )
+            url = link
+        return self._pages(url, stored=link is not None)
+
+    def _pages(self, url: str, *, stored: bool) -> Iterator[DeltaPage]:
+        pending: concurrent.futures.Future[DeltaPage] | None = self._loop.submit(
+            self._fetch_page(url, stored=stored)
+        )
+        try:
+            while pending is not None:
+                page = pending.result()
+                pending = None
+                if page.next_link is not None:
+                    pending = self._loop.submit(self._fetch_page(page.next_link))
+                yield page
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def _fetch_page(self, url: str, *, stored: bool = False) -> DeltaPage:
+        if not _is_delta_link(url, self.entra.graph_url):
+            # Following it would send our bearer token to another host.
+            raise GraphError(
+                f"Microsoft Graph sent a users/delta link to another endpoint ({url:.80})"
+            )
+        try:
+            body = await self._client.get(
+                lambda: self._client.sdk.users.delta.with_url(url).to_get_request_information(),
+                "GET users/delta",
+            )
+        except GraphError as exc:
+            cause = exc.__cause__
+            if stored and cause is not None and status_of(cause) == 400:
+                # Besides syncStateNotFound/resyncRequired: a stored link Graph cannot
+                # read (garbled, another tenant's). A full round heals it, and surfaces
+                # any other 400 on its own first request.
+                if isinstance(exc, DeltaExpiredError):
+                    raise
+                raise DeltaExpiredError(
+                    f"Microsoft Graph rejected the stored deltaLink: {exc.message}"
+                ) from cause
+            raise
+        if not body:
+            raise GraphError("Microsoft Graph sent an empty users/delta page")
+        page, skipped = parse_delta_page_counted(body)
+        self.stats.skipped_entries += skipped
+        return page
+
+    # -- single objects ----------------------------------------------------------------
+
+    def get_user(self, key: str) -> DirectoryUser | None:
+        """One user by object id or userPrincipalName; None when Graph has no such user."""
+        self._check_open()
+        if not key or not isinstance(key, str):
+            raise ValueError("get_user needs an object id or a userPrincipalName")
+        url = f"{self.entra.graph_url}/users/{quote(key, safe='')}?$select={_SELECT}"
+        body = self._loop.run(self._get(url, "GET users/{id}"))
+        if body is None:
+            return None
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            raise GraphError("Microsoft Graph sent a user that is not valid JSON") from exc
+        return parse_user(obj)
+
+    def deleted_item_exists(self, user_id: str) -> bool:
+        """Is the user in the recycle bin (soft-deleted, still restorable)?"""
+        self._check_open()
+        if not user_id or not isinstance(user_id, str):
+            raise ValueError("deleted_item_exists needs an object id")
+        url = f"{self.entra.graph_url}/directory/deletedItems/{quote(user_id, safe='')}?$select=id"
+        return self._loop.run(self._get(url, "GET directory/deletedItems/{id}")) is not None
+
+    async def _get(self, url: str, what: str) -> bytes | None:
+        """GET one object through the SDK's request adapter; None on 404."""
+        return await self._client.get(lambda: _get_request(url), what, missing_ok=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this GraphSource is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._shutdown())
+        finally:
+            self._loop.stop()
+
+    async def _shutdown(self) -> None:
+        # A round the caller abandoned without closing may still be prefetching.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._client.aclose()
+
+    def __enter__(self) -> GraphSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _is_delta_link(url: str, graph_url: str) -> bool:
+    """Is ``url`` a users/delta URL under ``graph_url`` (same origin and version)?"""
+    prefix = urlsplit(graph_url).path.rstrip("/").lower() + "/users/delta"
+    return same_origin(url, graph_url) and urlsplit(url).path.lower().startswith(prefix)
+
+
+def _get_request(url: str) -> Any:
+    """A GET for an absolute URL, as the SDK's request builders make them."""
+    from kiota_abstractions.method import Method
+    from kiota_abstractions.request_information import RequestInformation
+
+    request = RequestInformation(Method.GET)
+    request.url = url
+    request.headers.try_add("Accept", "application/json")
+    return request

@@ -1,0 +1,331 @@
+"""cardsync.graph.parse: Graph JSON bytes -> DeltaPage / DirectoryUser, no SDK involved."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from cardsync.errors import GraphError
+from cardsync.graph import parse_delta_page, parse_delta_page_counted, parse_user
+from cardsync.models import CARD_FIELDS, DirectoryUser, Person, Removal
+
+NEXT = "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=abc"
+DELTA = "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=xyz"
+ID1 = "11111111-1111-1111-1111-111111111111"
+ID2 = "22222222-2222-2222-2222-222222222222"
+ID3 = "33333333-3333-3333-3333-333333333333"
+
+
+def page(*values: Any, next_link: str | None = None, delta_link: str | None = DELTA) -> bytes:
+    doc: dict[str, Any] = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users"}
+    if next_link:
+        doc["@odata.nextLink"] = next_link
+    if delta_link and not next_link:
+        doc["@odata.deltaLink"] = delta_link
+    doc["value"] = list(values)
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def full_user(uid: str = ID1, **extra: Any) -> dict[str, Any]:
+    user = {
+        "id": uid,
+        "displayName": "Ada Lovelace",
+        "givenName": "Ada",
+        "surname": "Lovelace",
+        "jobTitle": "Analyst",
+        "department": "Engines",
+        "companyName": "Contoso",
+        "mail": "ada@contoso.com",
+        "userPrincipalName": "ada@contoso.com",
+        "businessPhones": ["+44 20 7946 0000"],
+        "mobilePhone": "+44 7700 900000",
+        "officeLocation": "B1",
+        "streetAddress": "1 Engine Way",
+        "city": "London",
+        "state": "Greater London",
+        "postalCode": "W1 1AA",
+        "country": "UK",
+        "accountEnabled": True,
+        "userType": "Member",
+    }
+    user.update(extra)
+    return user
+
+
+def test_users_and_removals_keep_graph_order() -> None:
+    raw = page(
+        full_user(ID1),
+        {"id": ID2, "@removed": {"reason": "changed"}},
+        full_user(ID3, displayName="Grace"),
+        {"id": ID1, "@removed": {"reason": "deleted"}},
+    )
+    result = parse_delta_page(raw)
+    assert [type(e) for e in result.entries] == [DirectoryUser, Removal, DirectoryUser, Removal]
+    assert [e.id for e in result.entries] == [ID1, ID2, ID3, ID1]
+    assert result.entries[1] == Removal(ID2, "changed")
+    assert not result.entries[1].permanent
+    assert result.entries[3] == Removal(ID1, "deleted")
+    assert result.entries[3].permanent
+    assert result.delta_link == DELTA
+    assert result.next_link is None
+
+
+def test_full_user_maps_every_card_field() -> None:
+    (user,) = parse_delta_page(page(full_user())).entries
+    assert isinstance(user, DirectoryUser)
+    assert user.person == Person(
+        display_name="Ada Lovelace",
+        given_name="Ada",
+        surname="Lovelace",
+        job_title="Analyst",
+        department="Engines",
+        company_name="Contoso",
+        mail="ada@contoso.com",
+        user_principal_name="ada@contoso.com",
+        business_phones=("+44 20 7946 0000",),
+        mobile_phone="+44 7700 900000",
+        office_location="B1",
+        street_address="1 Engine Way",
+        city="London",
+        state="Greater London",
+        postal_code="W1 1AA",
+        country="UK",
+    )
+    assert user.account_enabled is True
+    assert user.user_type == "Member"
+    # Every card field is read: none is left at its default by a typo in the mapping.
+    assert all(getattr(user.person, attr) for attr in CARD_FIELDS.values())
+
+
+def test_nulls_become_empty() -> None:
+    nulls = {key: None for key in CARD_FIELDS}
+    (user,) = parse_delta_page(
+        page({"id": ID1, **nulls, "accountEnabled": None, "userType": None})
+    ).entries
+    assert user == DirectoryUser(ID1, Person(), account_enabled=True, user_type="Member")
+
+
+def test_missing_fields_take_defaults() -> None:
+    (user,) = parse_delta_page(page({"id": ID1})).entries
+    assert user == DirectoryUser(ID1, Person(), account_enabled=True, user_type="Member")
+
+
+def test_disabled_guest() -> None:
+    (user,) = parse_delta_page(page(full_user(accountEnabled=False, userType="Guest"))).entries
+    assert user.account_enabled is False
+    assert user.user_type == "Guest"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(False, False), (True, True), ("false", False), ("False", False), (0, False), (1, True)],
+)
+def test_account_enabled_coercion(value: Any, expected: bool) -> None:
+    (user,) = parse_delta_page(page({"id": ID1, "accountEnabled": value})).entries
+    assert user.account_enabled is expected
+
+
+def test_junk_types_are_coerced_safely() -> None:
+    junk = {
+        "id": ID1,
+        "displayName": {"nested": "object"},
+        "givenName": ["a", "list"],
+        "surname": True,
+        "postalCode": 98052,
+        "jobTitle": 1.5,
+        "businessPhones": ["+1 555 0100", None, 42, {"x": 1}, ["y"], ""],
+        "mobilePhone": False,
+        "userType": 7,
+        "accountEnabled": {"weird": True},
+    }
+    (user,) = parse_delta_page(page(junk)).entries
+    person = user.person
+    assert person.display_name == ""
+    assert person.given_name == ""
+    assert person.surname == ""
+    assert person.postal_code == "98052"
+    assert person.job_title == "1.5"
+    assert person.business_phones == ("+1 555 0100", "42")
+    assert person.mobile_phone == ""
+    assert user.user_type == "Member"
+    assert user.account_enabled is True
+    # Every text field is a str, whatever came in.
+    for attr in CARD_FIELDS.values():
+        value = getattr(person, attr)
+        assert isinstance(value, tuple if attr == "business_phones" else str)
+
+
+def test_business_phones_shapes() -> None:
+    raw = page(
+        {"id": ID1, "businessPhones": "+1 555 0100"},
+        {"id": ID2, "businessPhones": []},
+        {"id": ID3, "businessPhones": None},
+    )
+    phones = [e.person.business_phones for e in parse_delta_page(raw).entries]
+    assert phones == [("+1 555 0100",), (), ()]
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "\"'><img src=x onerror=alert(1)>",
+    "Robert'); DROP TABLE users;--",
+    "{{ 7*7 }} {% raw %}",
+    "BEGIN:VCARD\r\nFN:Mallory\r\nEND:VCARD",
+    "../../etc/passwd",
+    "‮gnp.exe",
+    "Zoë 🦄 Ünïcødé 山田",
+    "nul\x00byte",
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_are_kept_verbatim(text: str) -> None:
+    (user,) = parse_delta_page(
+        page({"id": ID1, "displayName": text, "businessPhones": [text], "userType": "Member"})
+    ).entries
+    assert user.person.display_name == text
+    assert user.person.business_phones == (text,)
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    # Valid JSON, but "\ud800" alone is not text: it cannot be encoded as UTF-8.
+    raw = (
+        b'{"@odata.deltaLink":"' + DELTA.encode() + b'","value":['
+        b'{"id":"' + ID1.encode() + b'","displayName":"a\\ud800b",'
+        b'"surname":"\\ud83e\\udd84","businessPhones":["\\udfff"]}]}'
+    )
+    (user,) = parse_delta_page(raw).entries
+    assert user.person.display_name == "a\ufffdb"
+    assert user.person.surname == "🦄"  # a proper pair is a real character
+    assert user.person.business_phones == ("\ufffd",)
+    user.person.display_name.encode("utf-8")
+
+
+def test_removal_reasons() -> None:
+    raw = page(
+        {"id": ID1, "@removed": {"reason": "deleted"}},
+        {"id": ID2, "@removed": {"reason": "somethingNew"}},
+        {"id": ID3, "@removed": {}},
+        {"id": "44444444-4444-4444-4444-444444444444", "@removed": True},
+    )
+    reasons = [e.reason for e in parse_delta_page(raw).entries]
+    assert reasons == ["deleted", "changed", "changed", "changed"]
+
+
+def test_removal_ignores_other_properties() -> None:
+    raw = page({"id": ID1, "displayName": "Gone", "@removed": {"reason": "changed"}})
+    assert parse_delta_page(raw).entries == (Removal(ID1, "changed"),)
+
+
+def test_entries_without_a_valid_id_are_skipped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    raw = page(
+        {"displayName": "no id"},
+        {"id": None},
+        {"id": 12345},
+        {"id": ""},
+        {"id": "../../etc/passwd"},
+        {"@removed": {"reason": "deleted"}},
+        "not an object",
+        None,
+        full_user(ID1),
+    )
+    with caplog.at_level(logging.WARNING, logger="cardsync.graph"):
+        result, skipped = parse_delta_page_counted(raw)
+    assert [e.id for e in result.entries] == [ID1]
+    assert skipped == 8
+    assert "skipped 8" in caplog.text
+
+
+def test_uppercase_guid_ids_are_accepted_verbatim() -> None:
+    upper = ID1.replace("1", "A")
+    (user,) = parse_delta_page(page({"id": upper})).entries
+    assert user.id == upper
+
+
+def test_empty_page_with_next_link() -> None:
+    result = parse_delta_page(page(next_link=NEXT))
+    assert result.entries == ()
+    assert result.next_link == NEXT
+    assert result.delta_link is None
+
+
+def test_empty_last_page_with_delta_link() -> None:
+    result = parse_delta_page(page())
+    assert result.entries == ()
+    assert result.delta_link == DELTA
+
+
+def test_page_without_value_is_empty() -> None:
+    result = parse_delta_page(json.dumps({"@odata.deltaLink": DELTA}).encode())
+    assert result.entries == ()
+
+
+def test_both_links_follow_next(caplog: pytest.LogCaptureFixture) -> None:
+    raw = json.dumps({"@odata.nextLink": NEXT, "@odata.deltaLink": DELTA, "value": []})
+    with caplog.at_level(logging.WARNING, logger="cardsync.graph"):
+        result = parse_delta_page(raw.encode())
+    assert (result.next_link, result.delta_link) == (NEXT, None)
+    assert "both" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"\xff\xfe garbage",
+        b"[]",
+        b"null",
+        b'"just a string"',
+    ],
+)
+def test_malformed_json_is_a_graph_error(raw: bytes) -> None:
+    with pytest.raises(GraphError, match="users/delta page"):
+        parse_delta_page(raw)
+
+
+def test_missing_both_links_is_a_graph_error() -> None:
+    with pytest.raises(GraphError, match="neither @odata.nextLink nor @odata.deltaLink"):
+        parse_delta_page(json.dumps({"value": [full_user()]}).encode())
+
+
+@pytest.mark.parametrize("link", [42, "", "javascript:alert(1)", ["x"]])
+def test_link_that_is_not_a_url_is_a_graph_error(link: Any) -> None:
+    with pytest.raises(GraphError, match="not a URL"):
+        parse_delta_page(json.dumps({"@odata.deltaLink": link, "value": []}).encode())
+
+
+def test_value_not_a_list_is_a_graph_error() -> None:
+    with pytest.raises(GraphError, match="'value' is not a list"):
+        parse_delta_page(json.dumps({"@odata.deltaLink": DELTA, "value": {}}).encode())
+
+
+def test_parse_user() -> None:
+    user = parse_user(full_user(ID2, jobTitle=None, businessPhones=[]))
+    assert user.id == ID2
+    assert user.person.job_title == ""
+    assert user.person.business_phones == ()
+    assert user.person.name == "Ada Lovelace"
+
+
+def test_parse_user_fixes_lone_surrogates() -> None:
+    user = parse_user({"id": ID1, "displayName": "x\udc00"})
+    assert user.person.display_name == "x\ufffd"
+
+
+@pytest.mark.parametrize("obj", [{}, {"id": "nope"}, {"id": ID1, "@removed": {}}, [], None])
+def test_parse_user_without_valid_id_is_a_graph_error(obj: Any) -> None:
+    with pytest.raises(GraphError):
+        parse_user(obj)
+
+
+def test_str_input_is_accepted() -> None:
+    result = parse_delta_page(page(full_user()).decode())
+    assert result.entries[0].person.mail == "ada@contoso.com"

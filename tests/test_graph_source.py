@@ -1,0 +1,429 @@
+"""GraphSource end to end: the real msgraph-sdk and azure-identity against the emulator
+over HTTPS on loopback (its own throwaway CA, trusted through SSL_CERT_FILE and
+REQUESTS_CA_BUNDLE)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import pytest
+
+from cardsync.config import EntraConfig
+from cardsync.emulator import GraphEmulator
+from cardsync.errors import (
+    AuthError,
+    ConsentError,
+    DeltaExpiredError,
+    ThrottledError,
+    UnreachableError,
+)
+from cardsync.graph import GraphSource
+from cardsync.models import DELTA_SELECT, DeltaPage, DirectoryUser, Removal
+
+E = TypeVar("E", bound=BaseException)
+SECRET = "Xq8~not-a-real-secret.but-long-enough_42"
+
+
+@dataclass
+class Env:
+    emu: Any
+    tenant: Any
+    app: Any
+    server: Any
+    entra: EntraConfig
+
+    def source(self, **changes: Any) -> GraphSource:
+        retry_budget = changes.pop("retry_budget", 30.0)
+        return GraphSource(replace(self.entra, **changes), retry_budget=retry_budget)
+
+    def records(self, kind: str) -> list[Any]:
+        return [r for r in self.emu.requests if r.kind == kind]
+
+
+def user_props(i: int) -> dict[str, Any]:
+    return {
+        "displayName": f"User {i:03d}",
+        "givenName": "User",
+        "surname": f"{i:03d}",
+        "userPrincipalName": f"user{i:03d}@contoso.com",
+        "mail": f"user{i:03d}@contoso.com",
+        "jobTitle": "Engineer",
+        "businessPhones": [f"+1 555 01{i:02d}"],
+        "accountEnabled": True,
+    }
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    emu = GraphEmulator(page_size=5)
+    tenant = emu.add_tenant(name="Contoso")
+    app = tenant.add_app(secret=SECRET)
+    tenant.add_users([user_props(i) for i in range(23)])
+    with emu.serve(host="127.0.0.1", port=0) as server:
+        # Before any GraphSource exists: httpx reads SSL_CERT_FILE when it is created.
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_path))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+        entra = EntraConfig(
+            tenant_id=tenant.tenant_id,
+            client_id=app.client_id,
+            client_secret=SECRET,
+            authority=server.url,
+            graph_url=server.graph_url,
+            custom_authority=True,
+        )
+        yield Env(emu, tenant, app, server, entra)
+
+
+def drain(source: GraphSource, link: str | None) -> tuple[list[DeltaPage], str]:
+    pages = list(source.delta(link))
+    assert pages, "a round has at least one page"
+    assert all(p.next_link for p in pages[:-1])
+    assert pages[-1].next_link is None and pages[-1].delta_link
+    return pages, pages[-1].delta_link
+
+
+def entries(pages: list[DeltaPage]) -> list[DirectoryUser | Removal]:
+    return [e for p in pages for e in p.entries]
+
+
+def users_by_id(pages: list[DeltaPage]) -> dict[str, DirectoryUser]:
+    return {e.id: e for e in entries(pages) if isinstance(e, DirectoryUser)}
+
+
+def test_initial_round_across_pages(env: Env) -> None:
+    with env.source() as source:
+        pages, link = drain(source, None)
+        assert len(pages) >= 5  # 23 users, 5 a page
+        users = users_by_id(pages)
+        assert set(users) == set(env.tenant.user_ids())
+        ada = next(u for u in users.values() if u.person.display_name == "User 007")
+        assert ada.person.user_principal_name == "user007@contoso.com"
+        assert ada.person.business_phones == ("+1 555 0107",)
+        assert ada.account_enabled is True
+        assert ada.user_type == "Member"
+        assert source.requests_made == len(env.records("users/delta")) == len(pages)
+        assert link.startswith(env.server.graph_url)
+
+
+def test_select_on_the_first_request_only(env: Env) -> None:
+    with env.source() as source:
+        drain(source, None)
+    first, *rest = env.records("users/delta")
+    assert first.params["$select"].split(",") == list(DELTA_SELECT)
+    assert rest
+    assert all("$select" not in r.params for r in rest)
+    assert all("$skiptoken" in r.params for r in rest)
+
+
+def test_incremental_round_update_soft_and_hard_delete_restore(env: Env) -> None:
+    t = env.tenant
+    ids = t.user_ids()
+    with env.source() as source:
+        _, link = drain(source, None)
+        t.soft_delete(ids[3])  # restored below: comes back as a normal object
+        _, link = drain(source, link)
+        t.update_user(ids[0], jobTitle="CTO")
+        t.update_user(ids[1], accountEnabled=False)
+        t.soft_delete(ids[2])
+        t.soft_delete(ids[4])
+        t.hard_delete(ids[4])
+        t.restore(ids[3])
+        new = t.add_user(**user_props(99))
+
+        pages, next_link = drain(source, link)
+        got = {e.id: e for e in entries(pages)}
+        assert set(got) == {ids[0], ids[1], ids[2], ids[3], ids[4], new}
+        assert got[ids[0]].person.job_title == "CTO"
+        assert got[ids[1]].account_enabled is False  # a disable is not a removal
+        assert got[ids[2]] == Removal(ids[2], "changed")
+        assert got[ids[4]] == Removal(ids[4], "deleted")
+        assert isinstance(got[ids[3]], DirectoryUser)
+        assert got[new].person.display_name == "User 099"
+
+        # A round without changes still hands out a (new) deltaLink.
+        quiet, _ = drain(source, next_link)
+        assert entries(quiet) == []
+
+
+def test_duplicates_and_empty_pages(env: Env) -> None:
+    env.emu.faults.duplicate_entries = True
+    env.emu.faults.empty_pages = 2
+    with env.source() as source:
+        pages, _ = drain(source, None)
+    empty = [p for p in pages if not p.entries and p.next_link]
+    assert len(empty) >= 2
+    ids = [e.id for e in entries(pages)]
+    assert len(ids) > len(set(ids))  # some user came twice
+    assert set(ids) == set(env.tenant.user_ids())
+
+
+def test_throttling_is_waited_out(env: Env) -> None:
+    env.emu.faults.throttle(probability=0.3, status=429, retry_after=1, seed=7)
+    with env.source() as source:
+        pages, _ = drain(source, None)
+        assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+        assert source.stats.throttled > 0
+        assert source.requests_made == len(env.records("users/delta"))  # retries count
+    delta = env.records("users/delta")
+    throttled = [r for r in delta if r.status == 429]
+    assert throttled, "the seed throttles some requests"
+    assert len([r for r in delta if r.status == 200]) == len(pages)
+
+
+def test_503_then_success(env: Env) -> None:
+    env.emu.faults.fail_next(n=2, status=503, retry_after=0, path_contains="/users/delta")
+    with env.source() as source:
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+    statuses = [r.status for r in env.records("users/delta")]
+    assert statuses[:3] == [503, 503, 200]
+
+
+def test_throttling_beyond_the_budget_is_a_throttled_error(env: Env) -> None:
+    env.emu.faults.throttle(probability=1.0, status=429, retry_after=1)
+    started = time.monotonic()
+    with env.source(retry_budget=2.0) as source, pytest.raises(ThrottledError, match="429"):
+        list(source.delta(None))
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("mode", ["410", "syncStateNotFound", "resyncRequired"])
+def test_expired_link_raises_before_any_page(env: Env, mode: str) -> None:
+    with env.source() as source:
+        _, link = drain(source, None)
+        env.emu.faults.expire_delta_links(mode=mode)
+        seen: list[DeltaPage] = []
+        with pytest.raises(DeltaExpiredError):
+            for page in source.delta(link):
+                seen.append(page)
+        assert seen == []
+        pages, _ = drain(source, None)  # what the caller does next: a full round
+        assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x",  # another host
+        "{graph}/../beta/users/delta?$deltatoken=x",  # another API version
+        "{graph}/groups/delta?$deltatoken=x",  # not users
+    ],
+)
+def test_link_for_another_endpoint_is_treated_as_expired(env: Env, link: str) -> None:
+    link = link.format(graph=env.server.graph_url).replace("/v1.0/../", "/")
+    with env.source() as source, pytest.raises(DeltaExpiredError):
+        list(source.delta(link))
+    assert env.records("users/delta") == []
+
+
+def test_garbled_stored_link_is_treated_as_expired(env: Env) -> None:
+    with env.source() as source:
+        _, link = drain(source, None)
+        garbled = link.split("$deltatoken=")[0] + "$deltatoken=not-a-token"
+        with pytest.raises(DeltaExpiredError, match="stored deltaLink"):
+            list(source.delta(garbled))
+
+
+def failure(env: Env, expected: type[E], **changes: Any) -> E:
+    """What one round raises with these config changes."""
+    with env.source(**changes) as source, pytest.raises(expected) as caught:
+        list(source.delta(None))
+    return caught.value
+
+
+def assert_clean(exc: BaseException) -> None:
+    text = f"{exc} {exc!r}"
+    assert SECRET not in text
+    assert "\n" not in str(exc)
+    assert exc.__cause__ is not None  # the SDK's exception is kept
+
+
+def test_wrong_secret(env: Env) -> None:
+    wrong = "wrong-" + SECRET[::-1]
+    error = failure(env, AuthError, client_secret=wrong)
+    assert "client secret" in error.message
+    assert env.entra.tenant_id in error.message
+    assert "Certificates & secrets" in (error.hint or "")
+    assert wrong not in f"{error} {error!r}"
+    assert_clean(error)
+    assert env.records("users/delta") == []
+
+
+def test_unknown_tenant(env: Env) -> None:
+    missing = "00000000-0000-0000-0000-00000000dead"
+    with env.source(tenant_id=missing) as source, pytest.raises(AuthError) as caught:
+        list(source.delta(None))
+    assert missing in caught.value.message
+    assert "tenant_id" in (caught.value.hint or "")
+    assert_clean(caught.value)
+
+
+def test_unknown_client_id(env: Env) -> None:
+    missing = "00000000-0000-0000-0000-0000000c1d00"
+    with env.source(client_id=missing) as source, pytest.raises(AuthError) as caught:
+        list(source.delta(None))
+    assert missing in caught.value.message
+    assert_clean(caught.value)
+
+
+def test_missing_admin_consent(env: Env) -> None:
+    bare = env.tenant.add_app(secret=SECRET, roles=())
+    with env.source(client_id=bare.client_id) as source, pytest.raises(ConsentError) as caught:
+        list(source.delta(None))
+    assert "User.Read.All" in (caught.value.hint or "")
+    assert "admin consent" in (caught.value.hint or "")
+    assert_clean(caught.value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("which", ["login", "graph"])
+def test_unreachable_port_fails_fast(env: Env, which: str) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    changes = {"authority": dead} if which == "login" else {"graph_url": f"{dead}/v1.0"}
+    started = time.monotonic()
+    with env.source(**changes) as source, pytest.raises(UnreachableError) as caught:
+        list(source.delta(None))
+    assert time.monotonic() - started < 5
+    assert dead.removeprefix("https://") in caught.value.message
+    assert_clean(caught.value)
+
+
+def test_custom_authority_stays_on_loopback(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host.decode() if isinstance(host, bytes) else str(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with env.source() as source:
+        drain(source, None)
+    assert looked_up
+    assert set(looked_up) <= {"127.0.0.1", "localhost"}, looked_up
+    kinds = {r.kind for r in env.emu.requests}
+    assert {"openid-configuration", "token", "users/delta"} <= kinds
+
+
+def test_token_is_reused_across_rounds(env: Env) -> None:
+    with env.source() as source:
+        _, link = drain(source, None)
+        drain(source, link)
+        drain(source, None)
+        graph_requests = source.requests_made
+    assert len(env.records("token")) == 1
+    assert graph_requests == len(env.records("users/delta"))
+
+
+def test_pages_stream_with_one_page_prefetched(env: Env) -> None:
+    with env.source() as source:
+        rounds = source.delta(None)
+        first = next(rounds)
+        assert first.entries
+        time.sleep(0.5)  # the loop may fetch ahead, but only one page
+        assert len(env.records("users/delta")) == 2
+        rounds.close()  # abandoning a round is fine, and the source stays usable
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_short_lived_tokens_are_renewed(env: Env) -> None:
+    env.emu.faults.token_ttl = 1
+    with env.source() as source:
+        _, link = drain(source, None)
+        time.sleep(1.5)  # every token issued so far has expired
+        drain(source, link)
+    assert len(env.records("token")) >= 2
+    assert all(r.status == 200 for r in env.records("users/delta"))
+
+
+def test_close_with_a_round_left_open(env: Env) -> None:
+    source = env.source()
+    rounds = source.delta(None)
+    next(rounds)  # a prefetch is now under way
+    source.close()  # cancels it, closes the client, stops the loop; no hang
+    assert source.requests_made >= 1
+
+
+def test_get_user_and_deleted_items(env: Env) -> None:
+    t = env.tenant
+    ids = t.user_ids()
+    with env.source() as source:
+        by_id = source.get_user(ids[5])
+        assert by_id is not None and by_id.person.display_name == "User 005"
+        by_upn = source.get_user("user006@contoso.com")
+        assert by_upn is not None and by_upn.id == ids[6]
+        assert source.get_user("nobody@contoso.com") is None
+        assert source.get_user("00000000-0000-0000-0000-000000000000") is None
+
+        assert source.deleted_item_exists(ids[7]) is False  # active, not in the bin
+        t.soft_delete(ids[7])
+        assert source.deleted_item_exists(ids[7]) is True
+        t.hard_delete(ids[7])
+        assert source.deleted_item_exists(ids[7]) is False
+
+
+def test_closed_source_refuses_work(env: Env) -> None:
+    source = env.source()
+    source.close()
+    source.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        list(source.delta(None))
+
+
+def test_unreadable_certificate_is_an_auth_error(env: Env, tmp_path: Any) -> None:
+    missing = tmp_path / "app.pem"
+    with pytest.raises(AuthError, match="cannot load the certificate"):
+        env.source(client_secret=None, certificate_path=missing, certificate_password=SECRET)
+
+
+def test_malformed_tenant_id_is_an_auth_error(env: Env) -> None:
+    with pytest.raises(AuthError, match="Invalid tenant ID") as caught:
+        env.source(tenant_id="contoso/../other tenant")
+    assert_clean(caught.value)
+
+
+# -- the pure helpers behind the retry loop and the error messages ----------------------
+
+
+def test_retry_after_forms() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from cardsync.graph.errors import parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (parse_retry_after(soon) or 0) <= 31
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(past) == 0.0
+    assert parse_retry_after("soon") is None
+
+
+def test_outside_text_is_redacted(env: Env) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from cardsync.graph.errors import to_cardsync_error
+
+    echoes = [
+        ClientAuthenticationError(
+            message=f"Authentication failed: AADSTS50000: odd client_secret={SECRET}&x=1 "
+            f"Bearer abc.def.ghi and {SECRET} again"
+        ),
+        RuntimeError(f"proxy said: client_secret={SECRET} Bearer abc.def.ghi {SECRET}"),
+    ]
+    for echo in echoes:
+        error = to_cardsync_error(echo, env.entra, "GET users/delta")
+        assert "***" in error.message  # the text was used, minus the credentials
+        assert SECRET not in str(error)
+        assert "abc.def.ghi" not in str(error)
