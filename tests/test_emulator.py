@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 from PIL import Image
 
 from cardsync.emulator import App, EmulatorServer, GraphEmulator, RequestRecord, Tenant
+from cardsync.emulator.sample import sample_users
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 SELECT = "displayName,jobTitle,accountEnabled"
@@ -258,6 +260,10 @@ def test_request_id_headers(graph: Graph) -> None:
     response = graph.get("/users/delta", headers={"client-request-id": "abc-123"})
     assert response.headers["client-request-id"] == "abc-123"
     assert response.headers["request-id"]
+    failed = graph.get("/users/nobody@contoso.com", headers={"client-request-id": "def-456"})
+    inner = failed.json()["error"]["innerError"]
+    assert inner["request-id"] == failed.headers["request-id"] != response.headers["request-id"]
+    assert inner["client-request-id"] == "def-456"
 
 
 # -- users/delta: initial round ------------------------------------------------------------
@@ -629,8 +635,6 @@ def test_serves_on_ipv6_loopback(emulator: GraphEmulator) -> None:
 
 
 def test_sample_company_is_deterministic_and_unicode_rich() -> None:
-    from cardsync.emulator.sample import sample_users
-
     users = sample_users(300, seed=3)
     assert users == sample_users(300, seed=3)
     assert users != sample_users(300, seed=4)
@@ -648,3 +652,29 @@ def test_sample_company_is_deterministic_and_unicode_rich() -> None:
     tenant = GraphEmulator().add_tenant()
     assert len(tenant.add_users(users)) == 300
     assert json.dumps(users, ensure_ascii=False)
+
+
+def test_concurrent_paging_and_writes(graph: Graph, people: list[str]) -> None:
+    """Clients page while the directory changes: no errors, and every round is complete."""
+    errors: list[BaseException] = []
+
+    def page_rounds() -> None:
+        try:
+            with httpx.Client(verify=trusting(graph.server), timeout=10) as http:
+                reader = Graph(graph.emu, graph.server, graph.tenant, graph.app, http, graph.token)
+                for _ in range(5):
+                    pages, _ = reader.round("/users/delta", params={"$select": "displayName"})
+                    assert set(people) <= {u["id"] for u in values(pages)}
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    readers = [threading.Thread(target=page_rounds) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for i in range(200):
+        graph.tenant.update_user(people[i % len(people)], displayName=f"Name {i}")
+        graph.tenant.add_user(**person(100 + i))
+    for thread in readers:
+        thread.join(timeout=30)
+    assert errors == []
+    assert all(r.status == 200 for r in graph.emu.requests)

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import ClientSecretCredential
+from azure.identity import CertificateCredential, ClientSecretCredential
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
@@ -188,6 +189,30 @@ def test_azure_identity_gets_a_token(
     assert token.token == again.token
     assert 500 < token.expires_on - time.time() <= 600
     assert [r.kind for r in emulator.requests] == ["openid-configuration", "token"]
+
+
+def test_azure_identity_certificate_credential(
+    emulator: GraphEmulator, emulator_server: EmulatorServer
+) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    good, bad = (ca.issue_cert(name, key_type=trustme.KeyType.RSA) for name in ("good", "bad"))
+    tenant = emulator.default_tenant
+    app = tenant.add_app(certificate=good.cert_chain_pems[0].bytes())
+    authority = emulator_server.url.removeprefix("https://")
+
+    def token_with(leaf: trustme.LeafCert) -> Any:
+        cred = CertificateCredential(
+            tenant.id,
+            app.client_id,
+            certificate_data=leaf.private_key_and_cert_chain_pem.bytes(),
+            authority=authority,
+            disable_instance_discovery=True,
+        )
+        return cred.get_token(GRAPH_SCOPE)
+
+    assert token_with(good).token
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700027"):
+        token_with(bad)  # signed by a key the app does not know
 
 
 # -- the emulator as a process --------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -25,7 +24,6 @@ from cardsync.graph import GraphSource
 from cardsync.models import DELTA_SELECT, DeltaPage, DirectoryUser, Removal
 
 E = TypeVar("E", bound=BaseException)
-SECRET = "Xq8~not-a-real-secret.but-long-enough_42"
 
 
 @dataclass
@@ -58,24 +56,21 @@ def user_props(i: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    emu = GraphEmulator(page_size=5)
-    tenant = emu.add_tenant(name="Contoso")
-    app = tenant.add_app(secret=SECRET)
+def env(emulator: GraphEmulator, emulator_server: Any) -> Env:
+    """conftest's served emulator (5 users a page, SSL_CERT_FILE and REQUESTS_CA_BUNDLE
+    already set) with 23 users, and the config of its consented app."""
+    tenant = emulator.default_tenant
+    app = tenant.apps()[0]
     tenant.add_users([user_props(i) for i in range(23)])
-    with emu.serve(host="127.0.0.1", port=0) as server:
-        # Before any GraphSource exists: httpx reads SSL_CERT_FILE when it is created.
-        monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_path))
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
-        entra = EntraConfig(
-            tenant_id=tenant.tenant_id,
-            client_id=app.client_id,
-            client_secret=SECRET,
-            authority=server.url,
-            graph_url=server.graph_url,
-            custom_authority=True,
-        )
-        yield Env(emu, tenant, app, server, entra)
+    entra = EntraConfig(
+        tenant_id=tenant.tenant_id,
+        client_id=app.client_id,
+        client_secret=app.secret,
+        authority=emulator_server.url,
+        graph_url=emulator_server.graph_url,
+        custom_authority=True,
+    )
+    return Env(emulator, tenant, app, emulator_server, entra)
 
 
 def drain(source: GraphSource, link: str | None) -> tuple[list[DeltaPage], str]:
@@ -235,48 +230,47 @@ def failure(env: Env, expected: type[E], **changes: Any) -> E:
     return caught.value
 
 
-def assert_clean(exc: BaseException) -> None:
+def assert_clean(exc: BaseException, env: Env) -> None:
     text = f"{exc} {exc!r}"
-    assert SECRET not in text
+    assert env.app.secret not in text
     assert "\n" not in str(exc)
     assert exc.__cause__ is not None  # the SDK's exception is kept
 
 
 def test_wrong_secret(env: Env) -> None:
-    wrong = "wrong-" + SECRET[::-1]
+    wrong = "wrong-" + env.app.secret[::-1]
     error = failure(env, AuthError, client_secret=wrong)
     assert "client secret" in error.message
     assert env.entra.tenant_id in error.message
     assert "Certificates & secrets" in (error.hint or "")
     assert wrong not in f"{error} {error!r}"
-    assert_clean(error)
+    assert_clean(error, env)
     assert env.records("users/delta") == []
 
 
 def test_unknown_tenant(env: Env) -> None:
     missing = "00000000-0000-0000-0000-00000000dead"
-    with env.source(tenant_id=missing) as source, pytest.raises(AuthError) as caught:
-        list(source.delta(None))
-    assert missing in caught.value.message
-    assert "tenant_id" in (caught.value.hint or "")
-    assert_clean(caught.value)
+    error = failure(env, AuthError, tenant_id=missing)
+    assert missing in error.message
+    assert "tenant_id" in (error.hint or "")
+    assert_clean(error, env)
 
 
 def test_unknown_client_id(env: Env) -> None:
     missing = "00000000-0000-0000-0000-0000000c1d00"
-    with env.source(client_id=missing) as source, pytest.raises(AuthError) as caught:
-        list(source.delta(None))
-    assert missing in caught.value.message
-    assert_clean(caught.value)
+    error = failure(env, AuthError, client_id=missing)
+    assert missing in error.message
+    assert "client_id" in (error.hint or "")
+    assert_clean(error, env)
 
 
 def test_missing_admin_consent(env: Env) -> None:
-    bare = env.tenant.add_app(secret=SECRET, roles=())
-    with env.source(client_id=bare.client_id) as source, pytest.raises(ConsentError) as caught:
-        list(source.delta(None))
-    assert "User.Read.All" in (caught.value.hint or "")
-    assert "admin consent" in (caught.value.hint or "")
-    assert_clean(caught.value)
+    bare = env.tenant.add_app(roles=())
+    error = failure(env, ConsentError, client_id=bare.client_id, client_secret=bare.secret)
+    assert "User.Read.All" in (error.hint or "")
+    assert "admin consent" in (error.hint or "")
+    assert_clean(error, env)
+    assert bare.secret not in f"{error} {error!r}"
 
 
 def free_port() -> int:
@@ -290,11 +284,10 @@ def test_unreachable_port_fails_fast(env: Env, which: str) -> None:
     dead = f"https://127.0.0.1:{free_port()}"
     changes = {"authority": dead} if which == "login" else {"graph_url": f"{dead}/v1.0"}
     started = time.monotonic()
-    with env.source(**changes) as source, pytest.raises(UnreachableError) as caught:
-        list(source.delta(None))
+    error = failure(env, UnreachableError, **changes)
     assert time.monotonic() - started < 5
-    assert dead.removeprefix("https://") in caught.value.message
-    assert_clean(caught.value)
+    assert dead.removeprefix("https://") in error.message
+    assert_clean(error, env)
 
 
 def test_custom_authority_stays_on_loopback(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,16 +373,47 @@ def test_closed_source_refuses_work(env: Env) -> None:
         list(source.delta(None))
 
 
+def certificate(tmp_path: Any, name: str) -> tuple[Any, bytes]:
+    """A PEM file with an RSA key and its certificate, and the public certificate."""
+    import trustme
+
+    rsa = trustme.KeyType.RSA  # MSAL signs its client assertion with RS256 or PS256
+    cert = trustme.CA(key_type=rsa).issue_cert(f"{name}.cardsync.test", key_type=rsa)
+    path = tmp_path / f"{name}.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path, cert.cert_chain_pems[0].bytes()
+
+
+def test_certificate_credential(env: Env, tmp_path: Any) -> None:
+    path, public = certificate(tmp_path, "app")
+    app = env.tenant.add_app(certificate=public)
+    with env.source(client_id=app.client_id, client_secret=None, certificate_path=path) as source:
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_unknown_certificate_is_an_auth_error(env: Env, tmp_path: Any) -> None:
+    _, public = certificate(tmp_path, "registered")
+    other, _ = certificate(tmp_path, "other")
+    app = env.tenant.add_app(certificate=public)
+    changes = {"client_id": app.client_id, "client_secret": None, "certificate_path": other}
+    error = failure(env, AuthError, **changes)
+    assert "certificate" in error.message
+    assert "Certificates & secrets" in (error.hint or "")
+
+
 def test_unreadable_certificate_is_an_auth_error(env: Env, tmp_path: Any) -> None:
     missing = tmp_path / "app.pem"
     with pytest.raises(AuthError, match="cannot load the certificate"):
-        env.source(client_secret=None, certificate_path=missing, certificate_password=SECRET)
+        env.source(
+            client_secret=None, certificate_path=missing, certificate_password=env.app.secret
+        )
 
 
 def test_malformed_tenant_id_is_an_auth_error(env: Env) -> None:
     with pytest.raises(AuthError, match="Invalid tenant ID") as caught:
         env.source(tenant_id="contoso/../other tenant")
-    assert_clean(caught.value)
+    assert_clean(caught.value, env)
 
 
 # -- the pure helpers behind the retry loop and the error messages ----------------------
@@ -415,15 +439,16 @@ def test_outside_text_is_redacted(env: Env) -> None:
 
     from cardsync.graph.errors import to_cardsync_error
 
+    secret = env.app.secret
     echoes = [
         ClientAuthenticationError(
-            message=f"Authentication failed: AADSTS50000: odd client_secret={SECRET}&x=1 "
-            f"Bearer abc.def.ghi and {SECRET} again"
+            message=f"Authentication failed: AADSTS50000: odd client_secret={secret}&x=1 "
+            f"Bearer abc.def.ghi and {secret} again"
         ),
-        RuntimeError(f"proxy said: client_secret={SECRET} Bearer abc.def.ghi {SECRET}"),
+        RuntimeError(f"proxy said: client_secret={secret} Bearer abc.def.ghi {secret}"),
     ]
     for echo in echoes:
         error = to_cardsync_error(echo, env.entra, "GET users/delta")
         assert "***" in error.message  # the text was used, minus the credentials
-        assert SECRET not in str(error)
+        assert secret not in str(error)
         assert "abc.def.ghi" not in str(error)

@@ -10,6 +10,7 @@ loopback, trusting a throwaway CA. The Python API is documented in docs/dev/emul
     delta      delta paging: rounds, opaque links, paging faults
     sources    users/delta and groups/delta as delta sources
     login      Entra's OpenID metadata and token endpoints
+    assertions certificate credentials: checking client_assertion JWTs
     graph      Graph routes under /v1.0; batch: $batch
     control    the /_emulator/ HTTP control API
     faults     failure injection;  recorder: the request log

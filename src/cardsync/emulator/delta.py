@@ -34,14 +34,16 @@ class DeltaSource(Protocol):
     resource: str  # "users" or "groups"
     default_select: tuple[str, ...]
 
-    def check_select(self, select: Sequence[str]) -> None: ...  # ValueError if unknown
+    def check_select(self, select: Sequence[str]) -> None:
+        """Raise ValueError, with Graph's message, for an unknown property."""
 
     def bounds(self) -> tuple[int, int]:
         """The latest change seq and the number of objects created, read together."""
 
-    def creation_order(self) -> Sequence[str]: ...
+    def creation_order(self) -> Sequence[str]:
+        """Ids in creation order (append-only)."""
 
-    def current(self, oid: str, select: Sequence[str]) -> dict[str, Any] | None:
+    def current(self, oid: str, select: Sequence[str]) -> Entry | None:
         """The object for an initial round, or None to leave it out (deleted)."""
 
     def changed(self, since: int, until: int, select: Sequence[str]) -> Sequence[str]:
@@ -49,7 +51,7 @@ class DeltaSource(Protocol):
 
     def change(
         self, oid: str, select: Sequence[str], since: int, until: int, minimal: bool
-    ) -> dict[str, Any]:
+    ) -> Entry:
         """The entry for an incremental round: the object or an ``@removed`` stub."""
 
 
@@ -186,7 +188,10 @@ class DeltaEndpoint:
     def _expired(self, request: Request, state: DeltaState) -> Response:
         mode = self.faults.expiry_mode
         if mode == "410":
-            fresh = self.link + "?$select=" + quote(",".join(state.select), safe=",")
+            fresh = f"{self.link}?$select={quote(','.join(state.select), safe=',')}"
+            if state.ids:
+                wanted = " or ".join(f"id eq '{i}'" for i in state.ids)
+                fresh += f"&$filter={quote(wanted)}"
             message = "Resync required: start a full synchronization from the Location URL."
             return graph_error(410, "resyncRequired", message, request, (("Location", fresh),))
         message = (

@@ -11,7 +11,6 @@ import base64
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -55,7 +54,10 @@ def handle(emu: GraphEmulator, request: Request) -> Response:
 
 
 def with_request_ids(response: Response, request: Request) -> Response:
-    ids = (("request-id", str(uuid.uuid4())), ("client-request-id", request.client_request_id))
+    ids = (
+        ("request-id", request.request_id),
+        ("client-request-id", request.client_request_id or request.request_id),
+    )
     return replace(response, headers=response.headers + ids)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+from .assertions import ASSERTION_TYPE, check_assertion
 from .wire import Request, Response, entra_error, json_response
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ def _token(emu: GraphEmulator, request: Request, key: str) -> Response:
             "The app requested an unsupported grant type; the emulator supports "
             "'client_credentials' only.",
         )
-    problem = _check_client(tenant, form)
+    token_url = f"{request.base_url}/{tenant.id}/oauth2/v2.0/token"
+    problem = _check_client(tenant, form, token_url)
     if problem is not None:
         return problem
     scope = form.get("scope", "")
@@ -133,7 +135,7 @@ def _token(emu: GraphEmulator, request: Request, key: str) -> Response:
     return json_response(200, body)
 
 
-def _check_client(tenant: Tenant, form: dict[str, str]) -> Response | None:
+def _check_client(tenant: Tenant, form: dict[str, str], token_url: str) -> Response | None:
     client_id = form.get("client_id", "")
     app = tenant.app(client_id)
     if app is None:
@@ -146,6 +148,8 @@ def _check_client(tenant: Tenant, form: dict[str, str]) -> Response | None:
             "administrator of the tenant or consented to by any user in the tenant. You may have "
             "sent your authentication request to the wrong tenant.",
         )
+    if form.get("client_assertion_type") == ASSERTION_TYPE and "client_assertion" in form:
+        return check_assertion(form["client_assertion"], app.certificate, client_id, token_url)
     if "client_secret" not in form:
         return entra_error(
             401,

@@ -45,8 +45,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body cannot be skipped safely
             self._send(json_response(411, {"error": "send Content-Length, not chunked"}))
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            self._send(json_response(400, {"error": "bad Content-Length"}))
+            return
+        body = self.rfile.read(length) if length > 0 else b""
         path, _, raw_query = self.path.partition("?")
         request = Request(
             method=self.command,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .directory import Tenant
+from .groups import GroupRecord
 from .users import ACTIVE, DEFAULT_SELECT, SOFT_DELETED, check_select
 
 # A soft delete is "changed" (restorable for 30 days), a hard delete is "deleted".
@@ -59,7 +60,7 @@ class GroupDelta:
     """groups/delta. Members show up as ``members@delta`` only when ``members`` is selected."""
 
     resource = "groups"
-    default_select = ("displayName",)
+    default_select: tuple[str, ...] = ("displayName",)
 
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
@@ -81,8 +82,8 @@ class GroupDelta:
         return self.tenant.groups.creation_order
 
     def current(self, oid: str, select: Sequence[str]) -> dict[str, Any] | None:
-        group = self.tenant.groups.record(oid)
-        return self._view(oid, select, group.members if group else frozenset(), frozenset())
+        group = self._group(oid)
+        return self._view(group, select, group.members, frozenset())
 
     def changed(self, since: int, until: int, select: Sequence[str]) -> Sequence[str]:
         return list(self._touched(since, until))
@@ -90,12 +91,16 @@ class GroupDelta:
     def change(
         self, oid: str, select: Sequence[str], since: int, until: int, minimal: bool
     ) -> dict[str, Any]:
-        group = self.tenant.groups.record(oid)
-        members = group.members if group else frozenset()
+        group = self._group(oid)
         touched = self._touched(since, until)[oid]
         if touched is None:  # created in this round: every member is news
-            return self._view(oid, select, members, frozenset())
-        return self._view(oid, select, members & touched, touched - members)
+            return self._view(group, select, group.members, frozenset())
+        return self._view(group, select, group.members & touched, touched - group.members)
+
+    def _group(self, gid: str) -> GroupRecord:
+        group = self.tenant.groups.record(gid)
+        assert group is not None  # groups are never deleted in the emulator
+        return group
 
     def _touched(self, since: int, until: int) -> dict[str, frozenset[str] | None]:
         # One source serves one request; the dict is reused for all entries of the page.
@@ -105,11 +110,14 @@ class GroupDelta:
         return self._changes[key]
 
     def _view(
-        self, oid: str, select: Sequence[str], added: frozenset[str], removed: frozenset[str]
+        self,
+        group: GroupRecord,
+        select: Sequence[str],
+        added: frozenset[str],
+        removed: frozenset[str],
     ) -> dict[str, Any]:
-        group = self.tenant.groups.record(oid)
-        out: dict[str, Any] = {"id": oid}
-        if "displayName" in select and group is not None:
+        out: dict[str, Any] = {"id": group.id}
+        if "displayName" in select:
             out["displayName"] = group.display_name
         if "members" in select:
             refs = [member_ref(self.tenant, m) for m in sorted(added)]

@@ -76,7 +76,7 @@ def clean_properties(props: Mapping[str, Any], *, creating: bool) -> dict[str, A
         cleaned[name] = tuple(cleaned[name] or ())
     if "accountEnabled" in cleaned and not isinstance(cleaned["accountEnabled"], bool):
         raise ValueError("accountEnabled must be a bool")
-    if creating and not cleaned.get("userPrincipalName"):
+    if (creating or "userPrincipalName" in cleaned) and not cleaned.get("userPrincipalName"):
         raise ValueError("userPrincipalName is required")
     return cleaned
 

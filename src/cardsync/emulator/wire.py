@@ -30,6 +30,8 @@ class Request:
     body: bytes = b""
     base_url: str = ""
     peer: str = "127.0.0.1"
+    # Graph names every request; error bodies and the request-id header repeat it.
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def query(self) -> dict[str, str]:
@@ -82,8 +84,8 @@ def graph_error(
     """Graph's error shape: ``{"error": {"code", "message", "innerError": {...}}}``."""
     inner = {
         "date": utc_now(),
-        "request-id": str(uuid.uuid4()),
-        "client-request-id": request.client_request_id or str(uuid.uuid4()),
+        "request-id": request.request_id,
+        "client-request-id": request.client_request_id or request.request_id,
     }
     body = {"error": {"code": code, "message": message, "innerError": inner}}
     return json_response(status, body, headers, GRAPH_JSON)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +132,19 @@ def make_graph_client(entra: EntraConfig, credential: Any, stats: Stats) -> tupl
     )
     from kiota_http.kiota_client_factory import KiotaClientFactory
     from kiota_http.middleware.options import RetryHandlerOption
-    from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph.graph_request_adapter import GraphRequestAdapter
     from msgraph.graph_request_adapter import options as sdk_options
+    from msgraph.graph_service_client import GraphServiceClient
     from msgraph_core import GraphClientFactory
     from msgraph_core.middleware import GraphTelemetryHandler
     from msgraph_core.middleware.options import GraphTelemetryHandlerOption
+
+    with warnings.catch_warnings():
+        # The generated request builders we use warn about their own deprecated
+        # configuration classes when imported; that is noise for cardsync's users.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import msgraph.generated.users.delta.delta_request_builder  # noqa: F401
+        import msgraph.generated.users.users_request_builder  # noqa: F401
 
     options = dict(sdk_options)
     # No 3 s base delay on top of the SDK's backoff: our own loop does the long waits.
@@ -202,7 +211,7 @@ class GraphClient:
                 await asyncio.sleep(delay)
             else:
                 self.contacted = True
-                return body
+                return body if isinstance(body, bytes) else None
 
     def _delay(
         self, exc: BaseException, failure: graph_errors.Failure, attempt: int, refused: int
@@ -216,7 +225,7 @@ class GraphClient:
         asked = graph_errors.retry_after(exc)
         if asked is not None and asked > 0:
             return asked
-        backoff = min(BACKOFF_CAP, BACKOFF_START * 2**attempt)
+        backoff = min(BACKOFF_CAP, BACKOFF_START * 2.0**attempt)
         return backoff * (0.5 + random.random() / 2)  # jitter: many daemons, one tenant
 
     def _describe(self, exc: BaseException, failure: graph_errors.Failure) -> str:

@@ -1,0 +1,115 @@
+"""Shared helpers for the benchmarks: an emulator process, a cardsync process with its
+peak memory, and the emulator's request counts. Benchmarks print figures; they assert
+nothing about time (machines are noisy: compare ratios taken in one run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CONFIG = """\
+[state]
+path = "state.db"
+
+[backend]
+type = "local"
+output = "site"
+base_url = "https://cards.example.org"
+
+[[organizations]]
+slug = "contoso"
+name = "Contoso"
+
+[organizations.entra]
+tenant_id = "{tenant_id}"
+client_id = "{client_id}"
+client_secret = "${{BENCH_SECRET}}"
+authority_host = "{url}"
+graph_url = "{graph_url}"
+"""
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen[str]
+    info: dict[str, Any]
+    client: httpx.Client
+
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, f"{self.info['url']}/_emulator{path}", **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.control("GET", "/requests")
+
+    def clear_requests(self) -> None:
+        self.control("DELETE", "/requests")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def start_emulator(users: int, workdir: Path, page_size: int = 200) -> Emulator:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cardsync.emulator", "--users", str(users), "--dir",
+         str(workdir), "--page-size", str(page_size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    return Emulator(proc, info, httpx.Client(verify=info["ca_path"], timeout=120))
+
+
+def write_config(workdir: Path, emu: Emulator) -> Path:
+    path = workdir / "cardsync.toml"
+    path.write_text(CONFIG.format(**emu.info))
+    return path
+
+
+def env_for(emu: Emulator) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SSL_CERT_FILE=emu.info["ca_path"],
+        REQUESTS_CA_BUNDLE=emu.info["ca_path"],
+        BENCH_SECRET=emu.info["client_secret"],
+    )
+    return env
+
+
+@dataclass
+class ProcessRun:
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(args: list[str], env: dict[str, str], cwd: Path | None = None) -> ProcessRun:
+    """Run a process to completion: its wall time and its own peak RSS (os.wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    # Output is small (plain summary lines), so the pipes cannot fill before exit.
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    return ProcessRun(seconds, usage.ru_maxrss / 1024, proc.returncode, out, err)
+
+
+def cardsync(config: Path, *args: str, env: dict[str, str]) -> ProcessRun:
+    return run_measured([sys.executable, "-m", "cardsync", "-c", str(config), *args], env)
