@@ -160,3 +160,18 @@ def test_applying_a_plan_converges(states, on_disable):
             u = mirror[action.user_id]
             ledger[u.id] = published(u, active=action.card.active)
     assert plan(rules, [(u, ledger.get(uid)) for uid, u in mirror.items()]) == []
+
+
+def test_photo_change_republishes_with_the_photo():
+    from cardsync.models import Photo
+
+    u = user()
+    with_photo = dataclasses.replace(u, photo=Photo(web=b"w", thumb=b"t", etag="e1"))
+    action = plan_user(RULES, with_photo, published(u))
+    assert isinstance(action, UpdateCard) and action.reason == "profile photo added"
+    assert action.card.photo.etag == "e1"
+    card = dataclasses.replace(published(u), photo_etag="e1")
+    assert plan_user(RULES, with_photo, card) is None
+    changed = dataclasses.replace(u, photo=Photo(web=b"w2", thumb=b"t2", etag="e2"))
+    assert plan_user(RULES, changed, card).reason == "profile photo changed"
+    assert plan_user(RULES, u, card).reason == "profile photo removed"

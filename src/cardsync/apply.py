@@ -80,6 +80,7 @@ def _execute(action: Action, backend: Backend, state: State, fingerprint: str) -
                     fingerprint,
                     card.active,
                     published.files,
+                    card.photo.etag if card.photo else None,
                 )
         case _:
             raise TypeError(f"unknown action {action!r}")

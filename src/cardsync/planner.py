@@ -143,6 +143,14 @@ def plan_user(
             rules.org, user.id, upn, "profile changed: " + ", ".join(changed),
             _card(rules, user), changed,
         )
+    photo_etag = user.photo.etag if user.photo else None
+    if card.photo_etag != photo_etag:
+        what = "changed"
+        if card.photo_etag is None or photo_etag is None:
+            what = "added" if card.photo_etag is None else "removed"
+        return UpdateCard(
+            rules.org, user.id, upn, f"profile photo {what}", _card(rules, user), ("photo",)
+        )
     if card.fingerprint != rules.fingerprint:
         return UpdateCard(
             rules.org, user.id, upn, "card template or site settings changed",
@@ -167,4 +175,5 @@ def _card(rules: OrgRules, user: MirrorUser, active: bool = True) -> Card:
         user_id=user.id,
         person=user.person,
         active=active,
+        photo=user.photo,
     )

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LockedError, StateError
-from .models import CARD_FIELDS, DirectoryUser, Person, Removal
+from .models import CARD_FIELDS, DirectoryUser, Person, Photo, Removal
 
 SCHEMA_NAME = "cardsync"
 
@@ -75,6 +75,7 @@ class MirrorUser:
     account_enabled: bool
     user_type: str
     removed: str | None  # None, "changed" (soft delete), "deleted" (permanent)
+    photo: Photo | None = None  # the stored, resized photo (photo sync on), else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class LedgerCard:
     active: bool
     person: Person
     files: dict[str, str]
+    photo_etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +165,30 @@ def _m001_initial(db: Any) -> None:
     )
 
 
+def _m002_photos(db: Any) -> None:
+    db.executescript(
+        """
+        CREATE TABLE photos (
+            org TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            etag TEXT,              -- Graph's @odata.mediaEtag; NULL when there is no photo
+            web BLOB,               -- resized JPEG for card pages
+            thumb BLOB,             -- ~150 px JPEG for vCards
+            checked_at TEXT NOT NULL,
+            error TEXT,             -- last failure for this user (bad bytes, ...), if any
+            PRIMARY KEY (org, user_id)
+        );
+        ALTER TABLE cards ADD COLUMN photo_etag TEXT;
+        """
+    )
+
+
 def _migrations() -> Any:
     from sqlite_utils.migrations import Migrations
 
     migrations = Migrations(SCHEMA_NAME)
     migrations(name="001_initial")(_m001_initial)
+    migrations(name="002_photos")(_m002_photos)
     return migrations
 
 
@@ -315,7 +336,9 @@ class State:
 
     def mirror_user(self, org: str, user_id: str) -> MirrorUser | None:
         row = self.db.execute(
-            f"SELECT {_USER_COLS} FROM users u WHERE org = ? AND id = ?", [org, user_id]
+            f"SELECT {_USER_COLS} FROM users u LEFT JOIN photos p "
+            "ON p.org = u.org AND p.user_id = u.id WHERE u.org = ? AND u.id = ?",
+            [org, user_id],
         ).fetchone()
         return _mirror_from_row(row) if row else None
 
@@ -332,12 +355,14 @@ class State:
         """
         steady = (
             "u.removed IS NULL AND u.account_enabled = 1 AND c.user_id IS NOT NULL "
-            "AND c.hash = u.hash AND c.fingerprint = :fp AND c.active = 1"
+            "AND c.hash = u.hash AND c.fingerprint = :fp AND c.active = 1 "
+            "AND c.photo_etag IS p.etag"
         )
         where = "1" if everything else f"NOT ({steady})"
         sql = (
             f"SELECT {_USER_COLS}, {_CARD_COLS} FROM users u "
             "LEFT JOIN cards c ON c.org = u.org AND c.user_id = u.id "
+            "LEFT JOIN photos p ON p.org = u.org AND p.user_id = u.id "
             f"WHERE u.org = :org AND {where} "
             f"UNION ALL SELECT {_NULL_USER_COLS}, {_CARD_COLS} FROM cards c "
             "WHERE c.org = :org AND NOT EXISTS "
@@ -362,18 +387,19 @@ class State:
         fingerprint: str,
         active: bool,
         files: dict[str, str],
+        photo_etag: str | None = None,
     ) -> None:
         person_json = person_to_json(person)
         stamp = now()
         self.db.execute(
             "INSERT INTO cards (org, user_id, card_id, url, hash, fingerprint, active, "
-            "display_name, upn, person, files, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "display_name, upn, person, files, created_at, updated_at, photo_etag) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (org, user_id) DO UPDATE SET card_id = excluded.card_id, "
             "url = excluded.url, hash = excluded.hash, fingerprint = excluded.fingerprint, "
             "active = excluded.active, display_name = excluded.display_name, "
             "upn = excluded.upn, person = excluded.person, files = excluded.files, "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at, photo_etag = excluded.photo_etag",
             [
                 org,
                 user_id,
@@ -388,6 +414,7 @@ class State:
                 json.dumps(files, sort_keys=True),
                 stamp,
                 stamp,
+                photo_etag,
             ],
         )
 
@@ -450,11 +477,13 @@ class State:
 
 
 _USER_COLS = (
-    "u.org, u.id, u.person, u.hash, u.account_enabled, u.user_type, u.removed"
+    "u.org, u.id, u.person, u.hash, u.account_enabled, u.user_type, u.removed, "
+    "p.etag, p.web, p.thumb"
 )
-_NULL_USER_COLS = "NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+_NULL_USER_COLS = "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 _CARD_COLS = (
-    "c.org, c.user_id, c.card_id, c.url, c.hash, c.fingerprint, c.active, c.person, c.files"
+    "c.org, c.user_id, c.card_id, c.url, c.hash, c.fingerprint, c.active, c.person, c.files, "
+    "c.photo_etag"
 )
 
 
@@ -467,6 +496,7 @@ def _mirror_from_row(row: Any) -> MirrorUser:
         account_enabled=bool(row[4]),
         user_type=row[5],
         removed=row[6],
+        photo=Photo(web=row[8], thumb=row[9], etag=row[7]) if row[7] else None,
     )
 
 
@@ -481,6 +511,7 @@ def _card_from_row(row: Any) -> LedgerCard:
         active=bool(row[6]),
         person=person_from_json(row[7]),
         files=json.loads(row[8]),
+        photo_etag=row[9],
     )
 
 

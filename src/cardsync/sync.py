@@ -22,7 +22,7 @@ from .apply import ApplyReport, apply
 from .backends import Backend
 from .config import Config, OrgConfig
 from .errors import CardsyncError, DeltaExpiredError
-from .models import DeltaPage
+from .models import DeltaPage, DirectoryUser
 from .planner import Action, OrgRules
 from .state import State
 
@@ -35,6 +35,17 @@ class Source(Protocol):
     def deleted_item_exists(self, user_id: str) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class PhotoRefresher(Protocol):
+    """Keeps the stored photos of an organization current (cardsync.photos).
+
+    Called after the pull and before planning, with the ids of the users the pull
+    returned (photo changes never appear in users/delta: the refresher adds its own
+    rolling re-checks). It writes the ``photos`` table; the planner then republishes
+    cards whose photo etag changed. It must not raise for per-user problems."""
+
+    def refresh(self, org: OrgConfig, state: State, changed: set[str], dry_run: bool) -> None: ...
 
 
 class Reporter:
@@ -88,6 +99,7 @@ class Syncer:
         backend: Backend,
         sources: SourceFactory,
         reporter: Reporter | None = None,
+        photos: PhotoRefresher | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -95,6 +107,7 @@ class Syncer:
         self._make_source = sources
         self._sources: dict[str, Source] = {}
         self.reporter = reporter or Reporter()
+        self.photos = photos
 
     def source(self, org: OrgConfig) -> Source:
         if org.slug not in self._sources:
@@ -122,7 +135,9 @@ class Syncer:
         if dry_run:
             self.state.db.begin()
         try:
-            self._pull(org, outcome)
+            changed = self._pull(org, outcome)
+            if self.photos is not None:
+                self.photos.refresh(org, self.state, changed, dry_run)
             outcome.actions = self._plan(org)
             if not dry_run:
                 self._apply(org, outcome)
@@ -144,8 +159,10 @@ class Syncer:
 
     # -- steps ---------------------------------------------------------------------
 
-    def _pull(self, org: OrgConfig, outcome: OrgOutcome) -> None:
+    def _pull(self, org: OrgConfig, outcome: OrgOutcome) -> set[str]:
+        """Merge this round of users/delta into the mirror; the ids it returned."""
         source = self.source(org)
+        changed: set[str] = set()
         link = self.state.delta_link(org.slug)
         outcome.mode = "initial" if link is None else "incremental"
         pages = _first_page_checked(source, link)
@@ -157,6 +174,7 @@ class Syncer:
             pages = source.delta(None)
         round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
         for page in pages:
+            changed.update(e.id for e in page.entries if isinstance(e, DirectoryUser))
             with self.state.transaction():
                 users, removals = self.state.ingest(org.slug, page.entries, round_id)
                 outcome.pulled += users
@@ -166,6 +184,7 @@ class Syncer:
                         self._sweep(org, source, round_id)
                     self.state.save_delta_link(org.slug, page.delta_link)
             self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
+        return changed
 
     def _sweep(self, org: OrgConfig, source: Source, round_id: str) -> None:
         """After a full round: users it no longer returned are gone. Deleted items
