@@ -381,7 +381,8 @@ def test_unknown_keys_suggest_or_list_valid_keys(tmp_path: Path) -> None:
         BACKEND + "[schedul]\ninterval_minutes = 5\n" + org(extra="zzz = 1\nnmae = 'x'"),
     )
     assert problems(path) == [
-        "organizations[0].zzz: unknown key; valid keys here: slug, name, template, entra",
+        "organizations[0].zzz: unknown key; valid keys here: slug, name, template, domains, "
+            "seats, max_deletes, on_disable, people, entra",
         "organizations[0].nmae: unknown key, did you mean 'name'?",
         "schedul: unknown key, did you mean 'schedule'?",
     ]

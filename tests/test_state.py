@@ -33,7 +33,7 @@ def test_migrations_are_recorded_and_idempotent(tmp_path):
     again = open_state(path)
     assert again.card_key() == key
     names = [r[0] for r in again.db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["001_initial", "002_photos"]
+    assert names == ["001_initial", "002_photos", "003_lifecycle"]
     again.close()
 
 

@@ -291,6 +291,20 @@ def strings(value: list[Any], ctx: Context) -> tuple[str, ...]:
     return tuple(value)
 
 
+def strings_matching(pattern: str, description: str, lower: bool = False) -> Check:
+    """An array of strings, each matching ``pattern`` (optionally lower-cased)."""
+    regex = re.compile(pattern)
+
+    def check(value: list[Any], ctx: Context) -> tuple[str, ...]:
+        items = strings(value, ctx)
+        for i, item in enumerate(items):
+            if not regex.fullmatch(item):
+                raise Invalid(f"item {i} ({item!r}) is not {description}", show_value=False)
+        return tuple(item.lower() for item in items) if lower else items
+
+    return check
+
+
 def path(value: str, ctx: Context) -> Path:
     return ctx.path(value)
 

@@ -55,6 +55,13 @@ class EntraConfig:
     # True when authority_host was overridden to a non-Microsoft host: the credential
     # must then skip Microsoft's instance discovery.
     custom_authority: bool = False
+    # Sync scope, as in Entra provisioning: "all" users, users "assigned" to the
+    # enterprise application (directly or as immediate members of an assigned group),
+    # or members of "groups" (group_ids).
+    scope: str = "all"
+    group_ids: tuple[str, ...] = ()
+    service_principal_id: str | None = None  # the enterprise app; looked up when absent
+    include_guests: bool = False
 
     @property
     def graph_scope(self) -> str:
@@ -66,11 +73,27 @@ class EntraConfig:
 
 
 @dataclass(frozen=True)
+class PersonRole:
+    """A person of the organization with a role: owner, admin, editor or viewer."""
+
+    mail: str  # lower-cased
+    role: str
+
+
+ROLES = ("owner", "admin", "editor", "viewer")
+
+
+@dataclass(frozen=True)
 class OrgConfig:
     slug: str
     name: str
     entra: EntraConfig
     template: str = "classic"  # a built-in template name, or a folder of jinja2 templates
+    domains: tuple[str, ...] = ()  # mail domains for domain-based assignment (lower case)
+    seats: int | None = None  # None: unlimited
+    max_deletes: int = 500  # deletion threshold per cycle (deletes + deactivations)
+    on_disable: str = "keep"  # "keep" | "deactivate": disabled, soft-deleted, out of scope
+    people: tuple[PersonRole, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,7 @@ class Config:
     backend: BackendConfig
     organizations: tuple[OrgConfig, ...]
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    domain_assignment: bool = False  # route users to the organization owning their domain
 
     def secrets(self) -> tuple[str, ...]:
         entra = tuple(s for org in self.organizations for s in org.entra.secrets())
@@ -177,6 +201,17 @@ ENTRA = sch.Table(
         "cloud": sch.Field(str, "global", check=sch.one_of(*CLOUDS)),
         "authority_host": sch.Field(str, None, check=sch.authority),
         "graph_url": sch.Field(str, None, check=sch.graph_url),
+        "scope": sch.Field(str, "all", check=sch.one_of("all", "assigned", "groups")),
+        "group_ids": sch.Field(list, [], check=sch.strings_matching(_GUID, "a group object id")),
+        "service_principal_id": sch.Field(str, None, check=sch.matches(_GUID, "a GUID")),
+        "include_guests": sch.Field(bool, False),
+    }
+)
+
+PERSON = sch.Table(
+    {
+        "mail": sch.Field(str, check=sch.matches(r"[^@\s]+@" + _DOMAIN, "an email address")),
+        "role": sch.Field(str, check=sch.one_of(*ROLES)),
     }
 )
 
@@ -185,6 +220,11 @@ ORGANIZATION = sch.Table(
         "slug": sch.Field(str, check=sch.matches(r"[a-z0-9][a-z0-9-]{0,62}", _SLUG)),
         "name": sch.Field(str, None),
         "template": sch.Field(str, "classic", check=_template),
+        "domains": sch.Field(list, [], check=sch.strings_matching(_DOMAIN, "a domain", True)),
+        "seats": sch.Field(int, None, check=sch.between(0, 10_000_000)),
+        "max_deletes": sch.Field(int, 500, check=sch.between(0, 10_000_000)),
+        "on_disable": sch.Field(str, "keep", check=sch.one_of("keep", "deactivate")),
+        "people": sch.Field(sch.ArrayOf(PERSON), []),
         "entra": sch.Field(ENTRA),
     }
 )
@@ -199,6 +239,7 @@ ROOT = sch.Table(
         "schedule": sch.Field(
             sch.Table({"interval_minutes": sch.Field(int, 40, check=sch.between(1, 1440))}), {}
         ),
+        "domain_assignment": sch.Field(bool, False),
         "organizations": sch.Field(
             sch.ArrayOf(
                 ORGANIZATION,
@@ -243,6 +284,10 @@ def _entra(e: dict[str, Any], at: str, ctx: sch.Context) -> EntraConfig:
         )
     if e["certificate_password"] is not None and not has_cert:
         ctx.problem(f"{at}.certificate_password", "is only used with certificate_path")
+    if e["scope"] == "groups" and e["group_ids"] == ():
+        ctx.problem(f"{at}.group_ids", 'scope = "groups" needs at least one group id')
+    if e["group_ids"] and e["scope"] != "groups":
+        ctx.problem(f"{at}.group_ids", 'is only used with scope = "groups"')
     cloud = e["cloud"] if e["cloud"] in CLOUDS else "global"
     login, graph = CLOUDS[cloud]
     authority = e["authority_host"] or f"https://{login}"
@@ -256,12 +301,17 @@ def _entra(e: dict[str, Any], at: str, ctx: sch.Context) -> EntraConfig:
         authority=authority,
         graph_url=e["graph_url"] or f"https://{graph}/v1.0",
         custom_authority=urlsplit(str(authority)).hostname not in _LOGIN_HOSTS,
+        scope=e["scope"],
+        group_ids=tuple(g.lower() for g in _items(e["group_ids"])),
+        service_principal_id=e["service_principal_id"],
+        include_guests=e["include_guests"],
     )
 
 
 def _organizations(items: list[Any], ctx: sch.Context) -> tuple[OrgConfig, ...]:
     orgs: list[OrgConfig] = []
     seen: dict[str, int] = {}
+    owners_of_domain: dict[str, int] = {}
     for i, org in enumerate(items):
         if org is sch.INVALID:
             continue
@@ -276,8 +326,52 @@ def _organizations(items: list[Any], ctx: sch.Context) -> tuple[OrgConfig, ...]:
         entra = org["entra"]
         if entra is not sch.INVALID:
             entra = _entra(entra, f"{at}.entra", ctx)
-        orgs.append(OrgConfig(slug, org["name"] or slug, entra, org["template"]))
+        for domain in _items(org["domains"]):
+            if domain in owners_of_domain:
+                ctx.problem(
+                    f"{at}.domains",
+                    f"domain {domain!r} is also listed by "
+                    f"organizations[{owners_of_domain[domain]}]; a domain belongs to one",
+                )
+            owners_of_domain.setdefault(domain, i)
+        orgs.append(
+            OrgConfig(
+                slug,
+                org["name"] or slug,
+                entra,
+                org["template"],
+                domains=_items(org["domains"]),
+                seats=org["seats"],
+                max_deletes=org["max_deletes"],
+                on_disable=org["on_disable"],
+                people=_people(org["people"], f"{at}.people", ctx),
+            )
+        )
     return tuple(orgs)
+
+
+def _items(value: Any) -> tuple[str, ...]:
+    """A validated array, or () when it was absent or invalid (already reported)."""
+    return () if value is None or value is sch.INVALID else tuple(value)
+
+
+def _people(items: Any, at: str, ctx: sch.Context) -> tuple[PersonRole, ...]:
+    if items is sch.INVALID or not items:
+        return ()
+    people: list[PersonRole] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item is sch.INVALID:
+            continue
+        mail = item["mail"].lower()
+        if mail in seen:
+            ctx.problem(f"{at}[{i}].mail", f"{mail} is listed twice")
+        seen.add(mail)
+        people.append(PersonRole(mail, item["role"]))
+    owners = [p.mail for p in people if p.role == "owner"]
+    if len(owners) > 1:
+        ctx.problem(at, f"at most one owner, found {len(owners)}: {', '.join(owners)}")
+    return tuple(people)
 
 
 def _backend(table: dict[str, Any], ctx: sch.Context) -> BackendConfig:
@@ -328,6 +422,7 @@ def from_dict(
         backend=backend,
         organizations=orgs,
         schedule=ScheduleConfig(**top["schedule"]),
+        domain_assignment=top["domain_assignment"],
     )
 
 

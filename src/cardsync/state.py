@@ -183,12 +183,74 @@ def _m002_photos(db: Any) -> None:
     )
 
 
+def _m003_lifecycle(db: Any) -> None:
+    db.executescript(
+        """
+        -- The organization's users (what takes a seat): created with a card for Entra
+        -- users, or by hand (`users invite`) for invited ones, linked to Entra by mail.
+        CREATE TABLE members (
+            org TEXT NOT NULL,
+            email TEXT NOT NULL,          -- lower-cased mail (or UPN) used for linking
+            user_id TEXT,                 -- Entra object id; NULL until Entra knows them
+            origin TEXT NOT NULL,         -- 'entra' | 'invited'
+            card_suppressed INTEGER NOT NULL DEFAULT 0,  -- card deleted by hand
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (org, email)
+        );
+        CREATE UNIQUE INDEX members_user ON members (org, user_id) WHERE user_id IS NOT NULL;
+        -- Roles by mail: seeded from [[organizations.people]], changed by transfer-ownership.
+        CREATE TABLE roles (
+            org TEXT NOT NULL,
+            email TEXT NOT NULL,
+            role TEXT NOT NULL,
+            PRIMARY KEY (org, email)
+        );
+        CREATE TABLE people_applied (
+            org TEXT NOT NULL,
+            email TEXT NOT NULL,
+            role TEXT NOT NULL,
+            PRIMARY KEY (org, email)
+        );
+        -- Sync scope: users in scope for an organization (scope = assigned | groups),
+        -- one row per way they are in scope ('direct' or a group id).
+        CREATE TABLE scope_members (
+            org TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            via TEXT NOT NULL,
+            PRIMARY KEY (org, user_id, via)
+        );
+        CREATE INDEX scope_members_user ON scope_members (org, user_id);
+        CREATE TABLE scope_state (
+            org TEXT PRIMARY KEY,
+            service_principal_id TEXT,
+            groups TEXT NOT NULL DEFAULT '[]',   -- the groups whose members are in scope
+            groups_delta_link TEXT,
+            refreshed_at TEXT
+        );
+        -- Which integration (source organization) a card came from.
+        ALTER TABLE cards ADD COLUMN source TEXT;
+        UPDATE cards SET source = org;
+        -- Set when a safety limit tripped; destructive actions wait for --allow-deletes.
+        ALTER TABLE cursors ADD COLUMN quarantine TEXT;
+        ALTER TABLE runs ADD COLUMN holds TEXT NOT NULL DEFAULT '[]';
+        """
+    )
+    # Cards published before this migration belong to Entra users.
+    db.execute(
+        "INSERT OR IGNORE INTO members (org, email, user_id, origin, created_at) "
+        "SELECT c.org, lower(coalesce(nullif(u.mail, ''), c.upn, c.user_id)), c.user_id, "
+        "'entra', c.created_at FROM cards c LEFT JOIN users u "
+        "ON u.org = c.org AND u.id = c.user_id"
+    )
+
+
 def _migrations() -> Any:
     from sqlite_utils.migrations import Migrations
 
     migrations = Migrations(SCHEMA_NAME)
     migrations(name="001_initial")(_m001_initial)
     migrations(name="002_photos")(_m002_photos)
+    migrations(name="003_lifecycle")(_m003_lifecycle)
     return migrations
 
 

@@ -102,20 +102,18 @@ class GraphSource:
         Query options go on the first request only: Graph carries them in its links.
         """
         self._check_open()
-        if link is None:
-            url = self.first_delta_url()
-        else:
-            if not _is_delta_link(link, self.entra.graph_url):
-                raise DeltaExpiredError(
-                    "the stored deltaLink is not a users/delta link of "
-                    f"{self.entra.graph_url}; starting a full sync"
-                )
-            url = link
-        return self._pages(url, stored=link is not None)
+        return self._pages(link)
 
-    def _pages(self, url: str, *, stored: bool) -> Iterator[DeltaPage]:
+    def _pages(self, link: str | None) -> Iterator[DeltaPage]:
+        # A generator: even a link refused without asking Graph raises on the first
+        # next(), like one Graph refuses, so callers handle both in one place.
+        if link is not None and not _is_delta_link(link, self.entra.graph_url):
+            raise DeltaExpiredError(
+                f"the stored deltaLink is not a users/delta link of {self.entra.graph_url}"
+            )
+        url = self.first_delta_url() if link is None else link
         pending: concurrent.futures.Future[DeltaPage] | None = self._loop.submit(
-            self._fetch_page(url, stored=stored)
+            self._fetch_page(url, stored=link is not None)
         )
         try:
             while pending is not None:
