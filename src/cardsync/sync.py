@@ -48,6 +48,16 @@ class PhotoRefresher(Protocol):
     def refresh(self, org: OrgConfig, state: State, changed: set[str], dry_run: bool) -> None: ...
 
 
+class ScopeRefresher(Protocol):
+    """Keeps the ``scope_members`` table of an organization current (cardsync.scope).
+
+    Called after the pull and before planning. For ``scope = "all"`` it does nothing;
+    for ``assigned`` and ``groups`` it records who is in scope, reading what changed
+    (assignments are polled, group memberships follow groups/delta)."""
+
+    def refresh(self, org: OrgConfig, state: State, source: Source, dry_run: bool) -> None: ...
+
+
 class Reporter:
     """Progress callbacks; the CLI renders them as rich progress or plain lines."""
 
@@ -100,6 +110,7 @@ class Syncer:
         sources: SourceFactory,
         reporter: Reporter | None = None,
         photos: PhotoRefresher | None = None,
+        scope: ScopeRefresher | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -108,6 +119,7 @@ class Syncer:
         self._sources: dict[str, Source] = {}
         self.reporter = reporter or Reporter()
         self.photos = photos
+        self.scope = scope
 
     def source(self, org: OrgConfig) -> Source:
         if org.slug not in self._sources:
@@ -136,6 +148,8 @@ class Syncer:
             self.state.db.begin()
         try:
             changed = self._pull(org, outcome)
+            if self.scope is not None:
+                self.scope.refresh(org, self.state, self.source(org), dry_run)
             if self.photos is not None:
                 self.photos.refresh(org, self.state, changed, dry_run)
             outcome.actions = self._plan(org)
