@@ -60,7 +60,7 @@ def test_diff_changes_nothing_and_reports_actions(graph):
     assert proc.returncode == 0, proc.stderr
     actions = json.loads(proc.stdout)
     assert sorted((a["action"], a["user_id"]) for a in actions) == sorted(
-        [("update_card", ids[0]), ("delete_card", ids[1])]
+        [("update_card", ids[0]), ("delete_user", ids[1])]
     )
     for a in actions:
         assert {"org", "action", "user_id", "user_principal_name", "reason"} <= set(a)

@@ -13,28 +13,42 @@ from cardsync.planner import (
     CreateCard,
     DeactivateCard,
     DeleteCard,
-    OrgRules,
+    DeleteUser,
+    Hold,
+    MoveCard,
+    PlanContext,
     ReactivateCard,
     UpdateCard,
+    Wait,
     card_id_for,
     plan,
     plan_user,
 )
-from cardsync.state import LedgerCard, MirrorUser, content_hash, person_to_json
+from cardsync.state import LedgerCard, Member, MirrorUser, content_hash, person_to_json
 
 KEY = b"k" * 32
-RULES = OrgRules(org="acme", card_key=KEY, fingerprint="fp1")
+RULES = PlanContext(source="acme", card_key=KEY, fingerprints={"acme": "fp1", "beta": "fp2"})
 
 
-def user(uid="u1", removed=None, enabled=True, **person) -> MirrorUser:
+def user(uid="u1", removed=None, enabled=True, in_scope=True, user_type="Member", **person):
     p = Person(display_name=person.pop("display_name", "Ada Lovelace"),
-               user_principal_name=f"{uid}@acme.test", **person)
-    return MirrorUser("acme", uid, p, content_hash(person_to_json(p)), enabled, "Member", removed)
+               user_principal_name=person.pop("upn", f"{uid}@acme.test"), **person)
+    return MirrorUser("acme", uid, p, content_hash(person_to_json(p)), enabled, user_type,
+                      removed, in_scope=in_scope)
 
 
-def published(u: MirrorUser, active=True, fingerprint="fp1") -> LedgerCard:
-    return LedgerCard("acme", u.id, card_id_for(KEY, u.id), f"https://x/acme/{u.id}/",
+def published(u: MirrorUser, active=True, fingerprint="fp1", org="acme") -> LedgerCard:
+    return LedgerCard(org, u.id, card_id_for(KEY, u.id), f"https://x/{org}/{u.id}/",
                       u.hash, fingerprint, active, u.person, {})
+
+
+def with_member(ctx: PlanContext, *members: Member, **changes) -> PlanContext:
+    return dataclasses.replace(
+        ctx,
+        members_by_user={(m.org, m.user_id): m for m in members if m.user_id},
+        members_by_email={(m.org, m.email): m for m in members},
+        **changes,
+    )
 
 
 def test_new_user_gets_a_card():
@@ -67,12 +81,93 @@ def test_template_change_republishes():
     assert "template" in action.reason
 
 
-def test_permanent_delete_removes_card_and_mirror_row():
+def test_permanent_delete_without_member_removes_card_and_mirror_row():
     u = user(removed="deleted")
     action = plan_user(RULES, u, published(u))
     assert isinstance(action, DeleteCard)
     assert action.purge_user is True
     assert action.card_id == card_id_for(KEY, "u1")
+
+
+def test_permanent_delete_of_entra_user_removes_user_and_card():
+    u = user(removed="deleted")
+    ctx = with_member(RULES, Member("acme", "u1@acme.test", "u1", "entra"))
+    action = plan_user(ctx, u, published(u))
+    assert isinstance(action, DeleteUser)
+    assert (action.email, action.card_id) == ("u1@acme.test", card_id_for(KEY, "u1"))
+
+
+def test_permanent_delete_of_invited_user_removes_only_the_card():
+    u = user(removed="deleted")
+    ctx = with_member(RULES, Member("acme", "u1@acme.test", "u1", "invited"))
+    action = plan_user(ctx, u, published(u))
+    assert isinstance(action, DeleteCard)
+    assert "invited user stays" in action.reason
+
+
+def test_owner_and_admin_are_never_deleted_by_sync():
+    u = user(removed="deleted")
+    for role in ("owner", "admin"):
+        ctx = with_member(RULES, Member("acme", "u1@acme.test", "u1", "entra"),
+                          roles={("acme", "u1@acme.test"): role})
+        action = plan_user(ctx, u, published(u))
+        assert isinstance(action, Hold)
+        assert "transfer-ownership" in action.reason and role in action.reason
+    ctx = with_member(RULES, Member("acme", "u1@acme.test", "u1", "entra"),
+                      roles={("acme", "u1@acme.test"): "editor"})
+    assert isinstance(plan_user(ctx, u, published(u)), DeleteUser)
+
+
+def test_invited_user_found_in_entra_is_linked_not_duplicated():
+    u = user(mail="Ada@Acme.test")
+    ctx = with_member(RULES, Member("acme", "ada@acme.test", None, "invited"))
+    action = plan_user(ctx, u, None)
+    assert isinstance(action, CreateCard)
+    assert action.link_member == "ada@acme.test" and action.new_member is None
+
+
+def test_new_entra_user_takes_a_seat_until_seats_run_out():
+    rows = [(user(f"u{i}"), None) for i in range(4)]
+    ctx = dataclasses.replace(RULES, seats={"acme": 3}, seats_used={"acme": 1})
+    actions = plan(ctx, rows)
+    assert [a.kind for a in actions] == ["create_card", "create_card", "wait", "wait"]
+    assert "seat limit reached (3/3)" in actions[-1].reason
+    assert all(a.new_member for a in actions[:2])
+
+
+def test_deletions_free_seats_in_the_same_cycle():
+    gone = user("gone", removed="deleted")
+    ctx = with_member(RULES, Member("acme", "gone@acme.test", "gone", "entra"),
+                      seats={"acme": 1}, seats_used={"acme": 1})
+    actions = plan(ctx, [(gone, published(gone)), (user("new"), None)])
+    assert [a.kind for a in actions] == ["delete_user", "create_card"]
+
+
+def test_out_of_scope_and_guests_are_inactive():
+    for u in (user(in_scope=False), user(in_scope=False, user_type="Guest")):
+        assert plan_user(RULES, u, None) is None  # no card, no seat
+        assert plan_user(RULES, u, published(u)) is None  # kept (on_disable = keep)
+        ctx = dataclasses.replace(RULES, on_disable={"acme": "deactivate"})
+        action = plan_user(ctx, u, published(u))
+        assert isinstance(action, DeactivateCard) and "scope" in action.reason
+
+
+def test_domain_assignment_routes_new_users_and_moves_cards():
+    ctx = dataclasses.replace(RULES, routes={"beta.test": "beta"})
+    u = user(mail="bo@beta.test")
+    create = plan_user(ctx, u, None)
+    assert isinstance(create, CreateCard) and create.org == "beta"
+    move = plan_user(ctx, u, published(u, org="acme"))
+    assert isinstance(move, MoveCard) and (move.from_org, move.org) == ("acme", "beta")
+    assert move.card.card_id == card_id_for(KEY, "u1")  # same card, new place
+    sub = user(mail="bo@sub.beta.test")  # subdomains match only when listed
+    assert plan_user(ctx, sub, None).org == "acme"
+
+
+def test_user_from_two_integrations_gets_one_card_in_the_routed_org():
+    ctx = dataclasses.replace(RULES, routes={"beta.test": "beta"},
+                              other_cards=frozenset({("beta", "u1")}))
+    assert plan_user(ctx, user(mail="bo@beta.test"), None) is None
 
 
 def test_permanent_delete_without_card_plans_nothing():
@@ -90,7 +185,7 @@ def test_disabled_when_first_seen_gets_no_card():
 
 
 def test_deactivate_when_configured():
-    rules = dataclasses.replace(RULES, on_disable="deactivate")
+    rules = dataclasses.replace(RULES, on_disable={"acme": "deactivate"})
     u = user(enabled=False)
     action = plan_user(rules, u, published(u))
     assert isinstance(action, DeactivateCard)
@@ -110,6 +205,10 @@ def test_orphan_ledger_row_is_deleted():
     action = plan_user(RULES, None, published(u))
     assert isinstance(action, DeleteCard)
     assert action.purge_user is False
+
+
+def test_wait_and_hold_are_never_applied():
+    assert not Wait.applied and not Hold.applied and DeleteUser.destructive
 
 
 def test_actions_are_ordered_delete_update_create():
@@ -140,7 +239,7 @@ user_states = st.fixed_dictionaries(
 @given(st.lists(user_states, max_size=12), st.sampled_from(["keep", "deactivate"]))
 def test_applying_a_plan_converges(states, on_disable):
     """Whatever the starting point, applying the plan to the ledger leaves nothing to do."""
-    rules = dataclasses.replace(RULES, on_disable=on_disable)
+    rules = dataclasses.replace(RULES, on_disable={"acme": on_disable})
     mirror, ledger = {}, {}
     for i, s in enumerate(states):
         u = user(f"u{i}", removed=s["removed"], enabled=s["enabled"], job_title=s["title"])

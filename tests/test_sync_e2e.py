@@ -70,7 +70,7 @@ def test_incremental_sync_applies_only_the_changes(graph):
     assert outcome.result == "success" and outcome.mode == "incremental"
     kinds = sorted((a.kind, a.user_id) for a in outcome.actions)
     assert kinds == sorted([("update_card", ids[0]), ("create_card", new),
-                            ("delete_card", ids[1])])
+                            ("delete_user", ids[1])])
     after = ledger(graph)
     assert set(after) == (set(before) - {ids[1]}) | {new}
     assert before[ids[1]]["card_id"] not in card_dirs(graph)  # files gone

@@ -71,6 +71,13 @@ def run(
     daemon: Annotated[
         bool, typer.Option("--daemon", help="Keep running; sync every [schedule] interval.")
     ] = False,
+    allow_deletes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-deletes",
+            help="Apply deletions a safety limit held back (check `cardsync diff` first).",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Pull changes from Entra ID and apply them to the cards."""
@@ -84,9 +91,13 @@ def run(
         return
     if output.is_terminal() and not json_out:
         with output.RichReporter() as reporter:
-            outcomes = service.run(config, orgs=org, reporter=reporter)
+            outcomes = service.run(
+                config, orgs=org, reporter=reporter, allow_deletes=allow_deletes
+            )
     else:
-        outcomes = service.run(config, orgs=org, reporter=output.PlainReporter())
+        outcomes = service.run(
+            config, orgs=org, reporter=output.PlainReporter(), allow_deletes=allow_deletes
+        )
     from .sync import describe, exit_code
 
     if json_out:
@@ -98,6 +109,7 @@ def run(
                     "mode": o.mode,
                     "counts": o.counts(),
                     "error": o.error.message if o.error else None,
+                    "notes": o.notes,
                     "actions": [describe(a) for a in o.actions],
                 }
                 for o in outcomes

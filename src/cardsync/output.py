@@ -93,8 +93,8 @@ def outcome_summary(outcome: OrgOutcome) -> str:
     parts = [f"{outcome.result} ({outcome.mode})", f"pulled {counts['pulled']} users"]
     if counts.get("removals"):
         parts.append(f"{counts['removals']} removals")
-    for kind in ("create_card", "update_card", "reactivate_card", "deactivate_card",
-                 "delete_card"):
+    for kind in ("create_card", "update_card", "move_card", "reactivate_card",
+                 "deactivate_card", "delete_card", "delete_user", "hold", "wait", "refused"):
         if counts.get(kind):
             parts.append(f"{kind} {counts[kind]}")
     if counts.get("failed"):
@@ -110,6 +110,11 @@ def render_outcomes(outcomes: Sequence[OrgOutcome], stream: Any = None) -> None:
             stream.write(f"[{outcome.org}] error: {outcome.error.message}\n")
             if outcome.error.hint:
                 stream.write(f"[{outcome.org}] hint: {outcome.error.hint}\n")
+        for note in outcome.notes:
+            stream.write(f"[{outcome.org}] {note}\n")
+        for action in outcome.actions:
+            if action.kind == "hold":
+                stream.write(f"[{outcome.org}] held back: {action.reason}\n")
         if outcome.report is not None:
             for action, message in outcome.report.failures:
                 stream.write(

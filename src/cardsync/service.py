@@ -58,9 +58,10 @@ def run(
     orgs: Sequence[str] | None = None,
     reporter: Reporter | None = None,
     sources: Any = graph_source,
+    allow_deletes: bool = False,
 ) -> list[OrgOutcome]:
     with syncer(config, reporter, sources) as sync:
-        return sync.cycle(dry_run=dry_run, orgs=orgs)
+        return sync.cycle(dry_run=dry_run, orgs=orgs, allow_deletes=allow_deletes)
 
 
 def status(config: Config) -> dict[str, Any]:

@@ -28,8 +28,8 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class MirrorUser:
     user_type: str
     removed: str | None  # None, "changed" (soft delete), "deleted" (permanent)
     photo: Photo | None = None  # the stored, resized photo (photo sync on), else None
+    in_scope: bool = True  # in the organization's sync scope (and not an excluded guest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,18 @@ class LedgerCard:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A user of an organization (takes a seat). ``origin`` is ``entra`` (created by
+    sync) or ``invited`` (by hand); ``user_id`` is None until Entra knows them."""
+
+    org: str
+    email: str
+    user_id: str | None
+    origin: str
+    card_suppressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     id: int
     org: str
@@ -104,6 +117,7 @@ class RunRecord:
     result: str | None
     counts: dict[str, int]
     error: str | None
+    holds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _m001_initial(db: Any) -> None:
@@ -407,35 +421,164 @@ class State:
     # -- planning input ------------------------------------------------------------
 
     def plan_rows(
-        self, org: str, fingerprint: str, everything: bool = False
+        self,
+        org: str,
+        fingerprints: Mapping[str, str],
+        in_scope: str = "1",
+        routes: Mapping[str, str] | None = None,
+        everything: bool = False,
     ) -> Iterator[tuple[MirrorUser | None, LedgerCard | None]]:
-        """Pairs of (mirror row, ledger row) that may need an action.
+        """Pairs of (mirror row, the card this organization's integration published)
+        that may need an action, plus cards whose mirror row is gone.
 
-        Rows in a steady state (enabled, present, published with the same content and
-        fingerprint) are skipped in SQL unless ``everything`` is set; the planner
-        would produce nothing for them, so this only saves time at tenant scale.
+        ``in_scope`` is an SQL expression over ``u`` (cardsync.scope.in_scope_sql);
+        ``routes`` maps mail domains to organizations (domain assignment). Rows in a
+        steady state (active, in scope, in the right organization, published with the
+        same content, photo and fingerprint) are skipped in SQL unless ``everything``
+        is set: the planner would produce nothing for them, so this only saves time.
         """
+        params: dict[str, Any] = {"org": org}
+        fp = _case("c.org", fingerprints, "fp", params, "NULL")
+        route = _case(f"substr({_EMAIL}, instr({_EMAIL}, '@') + 1)", routes or {}, "rt",
+                      params, ":org")
         steady = (
             "u.removed IS NULL AND u.account_enabled = 1 AND c.user_id IS NOT NULL "
-            "AND c.hash = u.hash AND c.fingerprint = :fp AND c.active = 1 "
-            "AND c.photo_etag IS p.etag"
+            f"AND c.hash = u.hash AND c.fingerprint = {fp} AND c.active = 1 "
+            f"AND c.photo_etag IS p.etag AND ({in_scope}) AND c.org = {route}"
         )
         where = "1" if everything else f"NOT ({steady})"
         sql = (
-            f"SELECT {_USER_COLS}, {_CARD_COLS} FROM users u "
-            "LEFT JOIN cards c ON c.org = u.org AND c.user_id = u.id "
+            f"SELECT {_USER_COLS}, ({in_scope}), {_CARD_COLS} FROM users u "
+            "LEFT JOIN cards c ON c.user_id = u.id AND c.source = u.org "
             "LEFT JOIN photos p ON p.org = u.org AND p.user_id = u.id "
             f"WHERE u.org = :org AND {where} "
-            f"UNION ALL SELECT {_NULL_USER_COLS}, {_CARD_COLS} FROM cards c "
-            "WHERE c.org = :org AND NOT EXISTS "
-            "(SELECT 1 FROM users u WHERE u.org = c.org AND u.id = c.user_id)"
+            f"UNION ALL SELECT {_NULL_USER_COLS}, NULL, {_CARD_COLS} FROM cards c "
+            "WHERE c.source = :org AND NOT EXISTS "
+            "(SELECT 1 FROM users u WHERE u.org = c.source AND u.id = c.user_id)"
         )
-        cursor = self.db.conn.execute(sql, {"org": org, "fp": fingerprint})
+        cursor = self.db.conn.execute(sql, params)
         n_user = _USER_COLS.count(",") + 1
         for row in cursor:
-            user = _mirror_from_row(row[:n_user]) if row[0] is not None else None
-            card = _card_from_row(row[n_user:]) if row[n_user] is not None else None
+            user = None
+            if row[0] is not None:
+                user = _mirror_from_row(row[:n_user], in_scope=bool(row[n_user]))
+            card = _card_from_row(row[n_user + 1:]) if row[n_user + 1] is not None else None
             yield user, card
+
+    # -- members, roles, seats -----------------------------------------------------
+
+    def members(self, org: str | None = None) -> list[Member]:
+        sql = "SELECT org, email, user_id, origin, card_suppressed FROM members"
+        params: list[Any] = []
+        if org is not None:
+            sql += " WHERE org = ?"
+            params.append(org)
+        rows = self.db.execute(sql + " ORDER BY org, email", params)
+        return [Member(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def member(self, org: str, email: str) -> Member | None:
+        found = [m for m in self.members(org) if m.email == email.lower()]
+        return found[0] if found else None
+
+    def seats_used(self, org: str) -> int:
+        return int(
+            self.db.execute("SELECT count(*) FROM members WHERE org = ?", [org]).fetchone()[0]
+        )
+
+    def add_member(self, org: str, email: str, user_id: str | None, origin: str) -> None:
+        self.db.execute(
+            "INSERT INTO members (org, email, user_id, origin, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (org, email) DO UPDATE SET user_id = excluded.user_id",
+            [org, email.lower(), user_id, origin, now()],
+        )
+
+    def link_member(self, org: str, email: str, user_id: str) -> None:
+        self.db.execute(
+            "UPDATE members SET user_id = ? WHERE org = ? AND email = ?",
+            [user_id, org, email.lower()],
+        )
+
+    def remove_member(self, org: str, email: str) -> None:
+        self.db.execute("DELETE FROM members WHERE org = ? AND email = ?", [org, email.lower()])
+
+    def remove_entra_member_of(self, org: str, user_id: str) -> None:
+        self.db.execute(
+            "DELETE FROM members WHERE org = ? AND user_id = ? AND origin = 'entra'",
+            [org, user_id],
+        )
+
+    def suppress_card(self, org: str, email: str, suppressed: bool) -> None:
+        self.db.execute(
+            "UPDATE members SET card_suppressed = ? WHERE org = ? AND email = ?",
+            [1 if suppressed else 0, org, email.lower()],
+        )
+
+    def roles(self, org: str | None = None) -> dict[tuple[str, str], str]:
+        rows = self.db.execute("SELECT org, email, role FROM roles")
+        return {(r[0], r[1]): r[2] for r in rows if org is None or r[0] == org}
+
+    def set_role(self, org: str, email: str, role: str | None) -> None:
+        if role is None:
+            self.db.execute("DELETE FROM roles WHERE org = ? AND email = ?", [org, email])
+            return
+        self.db.execute(
+            "INSERT INTO roles (org, email, role) VALUES (?, ?, ?) "
+            "ON CONFLICT (org, email) DO UPDATE SET role = excluded.role",
+            [org, email, role],
+        )
+
+    def apply_people(self, org: str, people: Iterable[tuple[str, str]]) -> None:
+        """Make roles follow ``[[organizations.people]]`` where the config changed since
+        it was last applied; roles changed since by transfer-ownership are kept."""
+        wanted = {mail.lower(): role for mail, role in people}
+        applied = {
+            r[0]: r[1]
+            for r in self.db.execute("SELECT email, role FROM people_applied WHERE org = ?", [org])
+        }
+        if wanted == applied:
+            return
+        for email, role in wanted.items():
+            if applied.get(email) != role:
+                if role == "owner":  # one owner: the config's new owner replaces the old
+                    self.db.execute(
+                        "UPDATE roles SET role = 'admin' WHERE org = ? AND role = 'owner'", [org]
+                    )
+                self.set_role(org, email, role)
+        for email, role in applied.items():
+            if email not in wanted and self.roles(org).get((org, email)) == role:
+                self.set_role(org, email, None)
+        self.db.execute("DELETE FROM people_applied WHERE org = ?", [org])
+        self.db.conn.executemany(
+            "INSERT INTO people_applied (org, email, role) VALUES (?, ?, ?)",
+            [(org, e, r) for e, r in wanted.items()],
+        )
+
+    def other_cards(self, source: str) -> frozenset[tuple[str, str]]:
+        """(org, user_id) of cards that other organizations' integrations published."""
+        rows = self.db.execute(
+            "SELECT org, user_id FROM cards WHERE source IS NOT ?", [source]
+        )
+        return frozenset((r[0], r[1]) for r in rows)
+
+    # -- safety --------------------------------------------------------------------
+
+    def quarantine(self, org: str) -> str | None:
+        row = self.db.execute("SELECT quarantine FROM cursors WHERE org = ?", [org]).fetchone()
+        return row[0] if row else None
+
+    def set_quarantine(self, org: str, reason: str | None) -> None:
+        self.db.execute(
+            "INSERT INTO cursors (org, quarantine, saved_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (org) DO UPDATE SET quarantine = excluded.quarantine",
+            [org, reason, now()],
+        )
+
+    def active_users(self, org: str) -> int:
+        return int(
+            self.db.execute(
+                "SELECT count(*) FROM users WHERE org = ? AND removed IS NULL", [org]
+            ).fetchone()[0]
+        )
 
     # -- the cards ledger ----------------------------------------------------------
 
@@ -450,13 +593,14 @@ class State:
         active: bool,
         files: dict[str, str],
         photo_etag: str | None = None,
+        source: str | None = None,
     ) -> None:
         person_json = person_to_json(person)
         stamp = now()
         self.db.execute(
             "INSERT INTO cards (org, user_id, card_id, url, hash, fingerprint, active, "
-            "display_name, upn, person, files, created_at, updated_at, photo_etag) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "display_name, upn, person, files, created_at, updated_at, photo_etag, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (org, user_id) DO UPDATE SET card_id = excluded.card_id, "
             "url = excluded.url, hash = excluded.hash, fingerprint = excluded.fingerprint, "
             "active = excluded.active, display_name = excluded.display_name, "
@@ -477,6 +621,7 @@ class State:
                 stamp,
                 stamp,
                 photo_etag,
+                source or org,
             ],
         )
 
@@ -519,23 +664,33 @@ class State:
         return int(cur.lastrowid)
 
     def finish_run(
-        self, run_id: int, result: str, counts: dict[str, int], error: str | None = None
+        self,
+        run_id: int,
+        result: str,
+        counts: dict[str, int],
+        error: str | None = None,
+        holds: list[dict[str, Any]] | None = None,
     ) -> None:
         with self.db.atomic():
             self.db.execute(
-                "UPDATE runs SET finished_at = ?, result = ?, counts = ?, error = ? WHERE id = ?",
-                [now(), result, json.dumps(counts, sort_keys=True), error, run_id],
+                "UPDATE runs SET finished_at = ?, result = ?, counts = ?, error = ?, holds = ? "
+                "WHERE id = ?",
+                [now(), result, json.dumps(counts, sort_keys=True), error,
+                 json.dumps(holds or [], ensure_ascii=False), run_id],
             )
 
     def last_run(self, org: str) -> RunRecord | None:
         row = self.db.execute(
-            "SELECT id, org, mode, started_at, finished_at, result, counts, error FROM runs "
-            "WHERE org = ? AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            "SELECT id, org, mode, started_at, finished_at, result, counts, error, holds "
+            "FROM runs WHERE org = ? AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
             [org],
         ).fetchone()
         if row is None:
             return None
-        return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+        return RunRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7],
+            json.loads(row[8]),
+        )
 
 
 _USER_COLS = (
@@ -549,7 +704,38 @@ _CARD_COLS = (
 )
 
 
-def _mirror_from_row(row: Any) -> MirrorUser:
+_EMAIL = "lower(trim(coalesce(nullif(u.mail, ''), u.upn)))"
+
+
+def in_scope_sql(scope: str, include_guests: bool) -> str:
+    """An SQL condition over the users alias ``u``: in the organization's sync scope.
+
+    ``all`` is everyone; ``assigned`` and ``groups`` are the users cardsync.scope
+    recorded in ``scope_members``. Guests count only with ``include_guests``."""
+    parts = []
+    if scope != "all":
+        parts.append(
+            "EXISTS (SELECT 1 FROM scope_members s WHERE s.org = u.org AND s.user_id = u.id)"
+        )
+    if not include_guests:
+        parts.append("lower(u.user_type) != 'guest'")
+    return " AND ".join(parts) or "1"
+
+
+def _case(
+    subject: str, mapping: Mapping[str, str], prefix: str, params: dict[str, Any], default: str
+) -> str:
+    """An SQL CASE mapping ``subject`` through ``mapping``, with bound parameters."""
+    if not mapping:
+        return default
+    parts = []
+    for i, (key, value) in enumerate(sorted(mapping.items())):
+        params[f"{prefix}k{i}"], params[f"{prefix}v{i}"] = key, value
+        parts.append(f"WHEN :{prefix}k{i} THEN :{prefix}v{i}")
+    return f"(CASE {subject} {' '.join(parts)} ELSE {default} END)"
+
+
+def _mirror_from_row(row: Any, in_scope: bool = True) -> MirrorUser:
     return MirrorUser(
         org=row[0],
         id=row[1],
@@ -559,6 +745,7 @@ def _mirror_from_row(row: Any) -> MirrorUser:
         user_type=row[5],
         removed=row[6],
         photo=Photo(web=row[8], thumb=row[9], etag=row[7]) if row[7] else None,
+        in_scope=in_scope,
     )
 
 

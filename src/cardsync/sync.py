@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import planner
-from .apply import ApplyReport, apply
+from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
-from .errors import CardsyncError, DeltaExpiredError
+from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError
 from .models import DeltaPage, DirectoryUser
-from .planner import Action, OrgRules
-from .state import State
+from .planner import Action, Hold, PlanContext, Wait
+from .state import State, in_scope_sql
 
 
 class Source(Protocol):
@@ -84,12 +84,19 @@ class OrgOutcome:
     pulled: int = 0
     removals: int = 0
     error: CardsyncError | None = None
+    refused: list[Action] = field(default_factory=list)  # destructive actions held back
+    notes: list[str] = field(default_factory=list)  # e.g. seat limits reached
 
     def counts(self) -> dict[str, int]:
         counts = {"pulled": self.pulled, "removals": self.removals}
         if self.report is not None:
             counts.update(self.report.done)
             counts["failed"] = len(self.report.failures)
+        for kind in ("hold", "wait"):
+            if any(a.kind == kind for a in self.actions):
+                counts[kind] = sum(1 for a in self.actions if a.kind == kind)
+        if self.refused:
+            counts["refused"] = len(self.refused)
         return counts
 
 
@@ -132,29 +139,42 @@ class Syncer:
         self._sources.clear()
 
     def cycle(
-        self, *, dry_run: bool = False, orgs: Sequence[str] | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        orgs: Sequence[str] | None = None,
+        allow_deletes: bool = False,
     ) -> list[OrgOutcome]:
         outcomes = []
         for org in self.config.organizations:
             if orgs and org.slug not in orgs:
                 continue
-            outcomes.append(self.sync_org(org, dry_run=dry_run))
+            outcomes.append(
+                self.sync_org(org, dry_run=dry_run, allow_deletes=allow_deletes)
+            )
         return outcomes
 
-    def sync_org(self, org: OrgConfig, *, dry_run: bool = False) -> OrgOutcome:
+    def sync_org(
+        self, org: OrgConfig, *, dry_run: bool = False, allow_deletes: bool = False
+    ) -> OrgOutcome:
         outcome = OrgOutcome(org.slug)
         run_id = None if dry_run else self.state.start_run(org.slug, "run")
         if dry_run:
             self.state.db.begin()
         try:
+            with self.state.transaction():
+                for each in self.config.organizations:
+                    self.state.apply_people(each.slug, ((p.mail, p.role) for p in each.people))
             changed = self._pull(org, outcome)
             if self.scope is not None:
                 self.scope.refresh(org, self.state, self.source(org), dry_run)
             if self.photos is not None:
                 self.photos.refresh(org, self.state, changed, dry_run)
             outcome.actions = self._plan(org)
+            self._check_safety(org, outcome, allow_deletes)
             if not dry_run:
                 self._apply(org, outcome)
+            self._note_waits(outcome)
         except CardsyncError as exc:
             outcome.result = "failed"
             outcome.error = exc
@@ -168,6 +188,7 @@ class Syncer:
                 outcome.result,
                 outcome.counts(),
                 outcome.error.message if outcome.error else None,
+                holds=[describe(a) for a in outcome.actions if isinstance(a, Hold)],
             )
         return outcome
 
@@ -216,32 +237,98 @@ class Syncer:
             f"full sync: {len(hard)} users permanently gone, {len(soft)} soft-deleted",
         )
 
-    def _rules(self, org: OrgConfig) -> OrgRules:
-        return OrgRules(
-            org=org.slug,
+    def _context(self, org: OrgConfig) -> PlanContext:
+        orgs = self.config.organizations
+        routes = (
+            {domain: o.slug for o in orgs for domain in o.domains}
+            if self.config.domain_assignment
+            else {}
+        )
+        members = self.state.members()
+        return PlanContext(
+            source=org.slug,
             card_key=self.state.card_key(),
-            fingerprint=self.backend.fingerprint(org.slug),
-            on_disable=getattr(org, "on_disable", "keep"),
+            fingerprints={o.slug: self.backend.fingerprint(o.slug) for o in orgs},
+            on_disable={o.slug: o.on_disable for o in orgs},
+            routes=routes,
+            members_by_user={(m.org, m.user_id): m for m in members if m.user_id},
+            members_by_email={(m.org, m.email): m for m in members},
+            roles=self.state.roles(),
+            other_cards=self.state.other_cards(org.slug),
+            seats={o.slug: o.seats for o in orgs},
+            seats_used={o.slug: self.state.seats_used(o.slug) for o in orgs},
         )
 
     def _plan(self, org: OrgConfig) -> list[Action]:
-        rules = self._rules(org)
-        return planner.plan(rules, self.state.plan_rows(org.slug, rules.fingerprint))
+        ctx = self._context(org)
+        rows = self.state.plan_rows(
+            org.slug,
+            ctx.fingerprints,
+            in_scope=in_scope_sql(org.entra.scope, org.entra.include_guests),
+            routes=ctx.routes,
+        )
+        return planner.plan(ctx, rows)
+
+    def _check_safety(self, org: OrgConfig, outcome: OrgOutcome, allow_deletes: bool) -> None:
+        """Accidental-deletion prevention, as in Entra Connect: too many deletes and
+        deactivations in one cycle (or a suspiciously small full read) put the
+        organization in quarantine; destructive actions then wait for --allow-deletes."""
+        destructive = [a for a in outcome.actions if a.destructive]
+        if len(destructive) > org.max_deletes:
+            self.state.set_quarantine(
+                org.slug,
+                f"{len(destructive)} deletions and deactivations in one cycle exceed "
+                f"max_deletes ({org.max_deletes})",
+            )
+        reason = self.state.quarantine(org.slug)
+        if reason is None:
+            return
+        if allow_deletes:
+            self.state.set_quarantine(org.slug, None)
+            self.reporter.event(org.slug, f"--allow-deletes given: applying ({reason})")
+            return
+        if not destructive:
+            return
+        outcome.refused = destructive
+        outcome.result = "refused"
+        outcome.error = SafetyLimitError(
+            f"{reason}: nothing was deleted or deactivated",
+            "check the planned changes with `cardsync diff`; if they are right, run "
+            "`cardsync run --allow-deletes`",
+        )
 
     def _apply(self, org: OrgConfig, outcome: OrgOutcome) -> None:
-        fingerprint = self.backend.fingerprint(org.slug)
-        self.reporter.applying(org.slug, len(outcome.actions))
-        report = apply(
-            outcome.actions,
+        refused = set(map(id, outcome.refused))
+        actions = [a for a in outcome.actions if a.applied and id(a) not in refused]
+        self.reporter.applying(org.slug, len(actions))
+        applier = Applier(
             self.backend,
             self.state,
-            fingerprint,
-            on_step=lambda action: self.reporter.applied(org.slug, action),
+            org.slug,
+            {o.slug: self.backend.fingerprint(o.slug) for o in self.config.organizations},
         )
+        report = applier.run(actions, on_step=lambda a: self.reporter.applied(org.slug, a))
         outcome.report = report
         if report.changed or outcome.mode != "incremental":
-            self.backend.finish(org.slug, self.state.card_index(org.slug))
-        if report.failures:
+            for slug in sorted({a.org for a in actions} | {org.slug}
+                               | {getattr(a, "from_org", "") for a in actions} - {""}):
+                self.backend.finish(slug, self.state.card_index(slug))
+        if report.failures and outcome.result == "success":
+            outcome.result = "partial"
+
+    def _note_waits(self, outcome: OrgOutcome) -> None:
+        waits = [a for a in outcome.actions if isinstance(a, Wait)]
+        if not waits:
+            return
+        by_org: dict[str, int] = {}
+        for a in waits:
+            by_org[a.org] = by_org.get(a.org, 0) + 1
+        for slug, count in sorted(by_org.items()):
+            limit = self.config.org(slug).seats
+            outcome.notes.append(
+                f"seat limit reached ({limit}/{limit}) in {slug}: {count} users waiting"
+            )
+        if outcome.result == "success":
             outcome.result = "partial"
 
 
@@ -294,4 +381,6 @@ def describe(action: Action) -> dict[str, Any]:
     changed = getattr(action, "changed", ())
     if changed:
         data["changed"] = list(changed)
+    if getattr(action, "from_org", None):
+        data["from_org"] = action.from_org  # type: ignore[attr-defined]
     return data
