@@ -22,8 +22,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
     add_completion=False,
 )
-cards_app = typer.Typer(help="Inspect the published cards.", no_args_is_help=True)
+cards_app = typer.Typer(help="Inspect and manage the published cards.", no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
+users_app = typer.Typer(help="The organizations' users: invite, remove, list.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+org_app = typer.Typer(help="Organization administration.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
 
 
 class Context:
@@ -160,13 +165,24 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
         output.print_json(data)
         return
     rows = [
-        (o["slug"], o["last_sync"] or "never", o["last_result"] or "-", o["users"], o["cards"])
+        (o["slug"], o["last_sync"] or "never", o["last_result"] or "-", o["users"], o["cards"],
+         f"{o['seats_used']}/{o['seats'] if o['seats'] is not None else '∞'}")
         for o in data["organizations"]
     ]
-    output.render_table("cardsync status", ("org", "last sync", "result", "users", "cards"), rows)
+    output.render_table(
+        "cardsync status", ("org", "last sync", "result", "users", "cards", "seats"), rows
+    )
     for o in data["organizations"]:
         if o["last_error"]:
             typer.echo(f"[{o['slug']}] last error: {o['last_error']}", err=True)
+        if o["quarantine"]:
+            typer.echo(
+                f"[{o['slug']}] deletions held back: {o['quarantine']}; check `cardsync diff`, "
+                "then `cardsync run --allow-deletes`",
+                err=True,
+            )
+        for hold in o["holds"]:
+            typer.echo(f"[{o['slug']}] held back: {hold['reason']}", err=True)
 
 
 @cards_app.command("list")
@@ -181,6 +197,114 @@ def cards_list(ctx: typer.Context, org: OrgOption = None, json_out: JsonOption =
         return
     rows = [(c["org"], c["display_name"], c["user_principal_name"], c["url"]) for c in cards]
     output.render_table(f"{len(cards)} cards", ("org", "name", "user", "url"), rows)
+
+
+OrgRequired = Annotated[str, typer.Option("--org", help="The organization's slug.")]
+
+
+def _report(data: dict[str, Any], json_out: bool, text: str) -> None:
+    from . import output
+
+    if json_out:
+        output.print_json(data)
+    else:
+        typer.echo(text)
+
+
+@cards_app.command("delete")
+def cards_delete(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Mail, UPN, object id or card id.")],
+    org: OrgRequired,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete an invited user's card by hand (cards Entra ID manages are refused)."""
+    from . import admin
+
+    data = admin.delete_card(ctx.obj.config(), org, user)
+    _report(data, json_out, f"deleted the card of {data['email']} in {org}; {data['note']}")
+
+
+@users_app.command("invite")
+def users_invite(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The user's mail address.")],
+    org: OrgRequired,
+    json_out: JsonOption = False,
+) -> None:
+    """Invite a user by hand: takes a seat now; the card comes once Entra ID knows them."""
+    from . import admin
+
+    data = admin.invite(ctx.obj.config(), org, email)
+    _report(data, json_out, f"invited {data['email']} to {org}; {data['note']}")
+
+
+@users_app.command("remove")
+def users_remove(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The user's mail address.")],
+    org: OrgRequired,
+    json_out: JsonOption = False,
+) -> None:
+    """Remove an invited user and their card (Entra-managed users are refused)."""
+    from . import admin
+
+    data = admin.remove_user(ctx.obj.config(), org, email)
+    _report(data, json_out, f"removed {data['email']} from {org}")
+
+
+@users_app.command("list")
+def users_list(ctx: typer.Context, org: OrgOption = None, json_out: JsonOption = False) -> None:
+    """List the organizations' users with origin, role and card."""
+    from . import admin, output
+
+    config = ctx.obj.config()
+    users = [u for slug in (org or [None]) for u in admin.list_users(config, slug)]
+    if json_out:
+        output.print_json(users)
+        return
+    rows = [(u["org"], u["email"], u["origin"], u["role"] or "", u["card"] or "")
+            for u in users]
+    output.render_table(f"{len(users)} users", ("org", "email", "origin", "role", "card"), rows)
+
+
+@org_app.command("transfer-ownership")
+def org_transfer(
+    ctx: typer.Context,
+    org: OrgRequired,
+    to: Annotated[str, typer.Option("--to", help="Mail of the new owner (an existing user).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Make another user the organization's owner; the previous owner becomes an admin."""
+    from . import admin
+
+    data = admin.transfer_ownership(ctx.obj.config(), org, to)
+    _report(data, json_out, f"{data['owner']} now owns {org}")
+
+
+@app.command()
+def provision(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="Object id, userPrincipalName or mail.")],
+    org: OrgRequired,
+    json_out: JsonOption = False,
+) -> None:
+    """Provision one user on demand: read them from Entra ID now and apply every rule."""
+    from . import output, service
+    from .sync import describe, exit_code
+
+    outcome = service.provision(ctx.obj.config(), org, user)
+    if json_out:
+        output.print_json({"org": outcome.org, "result": outcome.result,
+                           "actions": [describe(a) for a in outcome.actions],
+                           "notes": outcome.notes})
+    else:
+        if not outcome.actions:
+            typer.echo(f"[{org}] {user}: already up to date, nothing to do")
+        for a in outcome.actions:
+            typer.echo(f"[{a.org}] {a.kind} {a.user_principal_name}: {a.reason}")
+        output.render_outcomes([outcome])
+    raise typer.Exit(exit_code([outcome]))
 
 
 @app.command()

@@ -9,9 +9,21 @@ from typing import Any
 
 from . import backends
 from .config import Config, OrgConfig
+from .errors import UsageError
 from .models import OrgProfile
 from .state import State, lock_for, open_state
 from .sync import OrgOutcome, Reporter, Source, Syncer
+
+
+def find_org(config: Config, slug: str) -> OrgConfig:
+    """The organization ``slug``, or a usage error listing the configured ones."""
+    try:
+        return config.org(slug)
+    except KeyError:
+        names = ", ".join(o.slug for o in config.organizations)
+        raise UsageError(
+            f"no organization {slug!r} in the config", f"use one of: {names}"
+        ) from None
 
 
 def org_profiles(config: Config) -> list[OrgProfile]:
@@ -82,6 +94,10 @@ def status(config: Config) -> dict[str, Any]:
                     "last_counts": last.counts if last else {},
                     "users": counts["users"],
                     "cards": counts["cards"],
+                    "seats": org.seats,
+                    "seats_used": state.seats_used(org.slug),
+                    "quarantine": state.quarantine(org.slug),
+                    "holds": last.holds if last else [],
                 }
             )
         return {"organizations": organizations}
@@ -112,3 +128,16 @@ def list_cards(config: Config, org: str | None = None) -> list[dict[str, Any]]:
         ]
     finally:
         state.close()
+
+
+def provision(
+    config: Config, slug: str, key: str, reporter: Reporter | None = None,
+    sources: Any = graph_source,
+) -> OrgOutcome:
+    """Provisioning on demand: sync one user now, through Graph, with every rule."""
+    org = find_org(config, slug)
+    with syncer(config, reporter, sources) as sync:
+        with sync.state.transaction():
+            for each in config.organizations:
+                sync.state.apply_people(each.slug, ((p.mail, p.role) for p in each.people))
+        return sync.provision(org, key)

@@ -410,6 +410,15 @@ class State:
     def purge_user(self, org: str, user_id: str) -> None:
         self.db.execute("DELETE FROM users WHERE org = ? AND id = ?", [org, user_id])
 
+    def find_user(self, org: str, key: str) -> str | None:
+        """The object id of a mirrored user, by object id, UPN or mail."""
+        row = self.db.execute(
+            "SELECT id FROM users WHERE org = ? AND (id = ? OR lower(upn) = lower(?) "
+            "OR lower(mail) = lower(?)) LIMIT 1",
+            [org, key, key, key],
+        ).fetchone()
+        return row[0] if row else None
+
     def mirror_user(self, org: str, user_id: str) -> MirrorUser | None:
         row = self.db.execute(
             f"SELECT {_USER_COLS} FROM users u LEFT JOIN photos p "
@@ -427,6 +436,7 @@ class State:
         in_scope: str = "1",
         routes: Mapping[str, str] | None = None,
         everything: bool = False,
+        user_id: str | None = None,
     ) -> Iterator[tuple[MirrorUser | None, LedgerCard | None]]:
         """Pairs of (mirror row, the card this organization's integration published)
         that may need an action, plus cards whose mirror row is gone.
@@ -447,13 +457,17 @@ class State:
             f"AND c.photo_etag IS p.etag AND ({in_scope}) AND c.org = {route}"
         )
         where = "1" if everything else f"NOT ({steady})"
+        only_user = only_card = ""
+        if user_id is not None:
+            params["uid"] = user_id
+            only_user, only_card = " AND u.id = :uid", " AND c.user_id = :uid"
         sql = (
             f"SELECT {_USER_COLS}, ({in_scope}), {_CARD_COLS} FROM users u "
             "LEFT JOIN cards c ON c.user_id = u.id AND c.source = u.org "
             "LEFT JOIN photos p ON p.org = u.org AND p.user_id = u.id "
-            f"WHERE u.org = :org AND {where} "
+            f"WHERE u.org = :org AND {where}{only_user} "
             f"UNION ALL SELECT {_NULL_USER_COLS}, NULL, {_CARD_COLS} FROM cards c "
-            "WHERE c.source = :org AND NOT EXISTS "
+            f"WHERE c.source = :org{only_card} AND NOT EXISTS "
             "(SELECT 1 FROM users u WHERE u.org = c.source AND u.id = c.user_id)"
         )
         cursor = self.db.conn.execute(sql, params)

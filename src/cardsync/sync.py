@@ -21,7 +21,7 @@ from . import planner
 from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
-from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError
+from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError, UsageError
 from .models import DeltaPage, DirectoryUser
 from .planner import Action, Hold, PlanContext, Wait
 from .state import State, in_scope_sql
@@ -33,6 +33,8 @@ class Source(Protocol):
     def delta(self, link: str | None) -> Iterator[DeltaPage]: ...
 
     def deleted_item_exists(self, user_id: str) -> bool: ...
+
+    def get_user(self, key: str) -> DirectoryUser | None: ...
 
     def close(self) -> None: ...
 
@@ -46,6 +48,11 @@ class PhotoRefresher(Protocol):
     cards whose photo etag changed. It must not raise for per-user problems."""
 
     def refresh(self, org: OrgConfig, state: State, changed: set[str], dry_run: bool) -> None: ...
+
+
+# A full read returning fewer than this share of the users the state holds trips the
+# safety limit, as an empty read does.
+FULL_READ_FLOOR = 0.5
 
 
 class ScopeRefresher(Protocol):
@@ -192,6 +199,42 @@ class Syncer:
             )
         return outcome
 
+    def provision(self, org: OrgConfig, key: str) -> OrgOutcome:
+        """Provisioning on demand: read one user (object id, UPN or mail) from Graph
+        now and apply every rule to them, without touching the deltaLink."""
+        outcome = OrgOutcome(org.slug, mode="on-demand")
+        source = self.source(org)
+        found = source.get_user(key)
+        with self.state.transaction():
+            if found is not None:
+                self.state.ingest(org.slug, [found])
+                user_id = found.id
+            else:
+                user_id = self.state.find_user(org.slug, key) or key
+                if self.state.mirror_user(org.slug, user_id) is None:
+                    raise UsageError(
+                        f"no user {key!r} in Entra ID for organization {org.slug}",
+                        "give the object id, userPrincipalName or mail of a user in the tenant",
+                    )
+                reason = "changed" if source.deleted_item_exists(user_id) else "deleted"
+                self.state.mark_removed(org.slug, [user_id], reason)
+        outcome.pulled = 1 if found else 0
+        if self.scope is not None:
+            self.scope.refresh(org, self.state, source, False)
+        if self.photos is not None and found is not None:
+            self.photos.refresh(org, self.state, {user_id}, False)
+        ctx = self._context(org)
+        rows = self.state.plan_rows(
+            org.slug, ctx.fingerprints,
+            in_scope=in_scope_sql(org.entra.scope, org.entra.include_guests),
+            routes=ctx.routes, everything=True, user_id=user_id,
+        )
+        outcome.actions = planner.plan(ctx, rows)
+        self._check_safety(org, outcome, allow_deletes=False)
+        self._apply(org, outcome)
+        self._note_waits(outcome)
+        return outcome
+
     # -- steps ---------------------------------------------------------------------
 
     def _pull(self, org: OrgConfig, outcome: OrgOutcome) -> set[str]:
@@ -208,6 +251,7 @@ class Syncer:
             outcome.mode = "resync"
             pages = source.delta(None)
         round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
+        before = self.state.active_users(org.slug) if round_id else 0
         for page in pages:
             changed.update(e.id for e in page.entries if isinstance(e, DirectoryUser))
             with self.state.transaction():
@@ -219,6 +263,13 @@ class Syncer:
                         self._sweep(org, source, round_id)
                     self.state.save_delta_link(org.slug, page.delta_link)
             self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
+        if before and len(changed) < before * FULL_READ_FLOOR:
+            # An empty or shrunken full read is more likely a permission or scope
+            # mistake than a mass departure: hold the deletions it would cause.
+            self.state.set_quarantine(
+                org.slug,
+                f"a full read returned {len(changed)} users where the state holds {before}",
+            )
         return changed
 
     def _sweep(self, org: OrgConfig, source: Source, round_id: str) -> None:
