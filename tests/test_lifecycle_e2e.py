@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
-from e2e_support import Graph, start_graph
 
 from cardsync import admin, service
 from cardsync.config import load
 from cardsync.errors import CardsyncError
+from e2e_support import Graph, start_graph
 
 ORG = """
 [[organizations]]
@@ -116,7 +117,7 @@ def test_disable_then_reenable_with_deactivate(graph):
     graph.tenant.update_user(uid, accountEnabled=False)
     [out] = service.run(config)
     assert kinds(out) == [("deactivate_card", "dee.active@contoso.com")]
-    page = open(files["html"], encoding="utf-8").read()
+    page = Path(files["html"]).read_text(encoding="utf-8")
     assert "no longer active" in page
     assert not os.path.exists(files["vcard"]) and not os.path.exists(files["qr_png"])
     graph.tenant.update_user(uid, accountEnabled=True)
