@@ -380,12 +380,15 @@ def test_unknown_keys_suggest_or_list_valid_keys(tmp_path: Path) -> None:
         tmp_path,
         BACKEND + "[schedul]\ninterval_minutes = 5\n" + org(extra="zzz = 1\nnmae = 'x'"),
     )
+    from cardsync.config import ORGANIZATION
+
     assert problems(path) == [
-        "organizations[0].zzz: unknown key; valid keys here: slug, name, template, domains, "
-            "seats, max_deletes, on_disable, people, entra",
+        "organizations[0].zzz: unknown key; valid keys here: "
+        + ", ".join(ORGANIZATION.fields),
         "organizations[0].nmae: unknown key, did you mean 'name'?",
         "schedul: unknown key, did you mean 'schedule'?",
     ]
+    assert list(ORGANIZATION.fields)[:3] == ["slug", "name", "template"]
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:
@@ -676,3 +679,73 @@ def test_config_import_stays_light() -> None:
     )
     src = Path(__file__).resolve().parents[1] / "src"
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(src)})
+
+
+# Lifecycle keys ------------------------------------------------------------------
+
+
+def test_lifecycle_keys_are_optional_with_documented_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, BACKEND + org()), env=ENV)
+    [o] = config.organizations
+    assert (o.domains, o.seats, o.max_deletes, o.on_disable, o.people) == (
+        (), None, 500, "keep", ()
+    )
+    assert (o.entra.scope, o.entra.group_ids, o.entra.include_guests) == ("all", (), False)
+    assert o.entra.service_principal_id is None
+    assert config.domain_assignment is False
+
+
+def test_lifecycle_keys_are_read(tmp_path: Path) -> None:
+    group = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
+    text = "domain_assignment = true\n" + BACKEND + org(
+        extra=(
+            'domains = ["Contoso.com", "eu.contoso.com"]\nseats = 10\nmax_deletes = 3\n'
+            'on_disable = "deactivate"\n'
+            '[[organizations.people]]\nmail = "Boss@Contoso.com"\nrole = "owner"\n'
+            '[[organizations.people]]\nmail = "it@contoso.com"\nrole = "admin"\n'
+        ),
+        entra=f'client_secret = "${{CONTOSO_SECRET}}"\nscope = "groups"\n'
+        f'group_ids = ["{group}"]\ninclude_guests = true',
+    )
+    config = load(write(tmp_path, text), env=ENV)
+    [o] = config.organizations
+    assert config.domain_assignment is True
+    assert o.domains == ("contoso.com", "eu.contoso.com")
+    assert (o.seats, o.max_deletes, o.on_disable) == (10, 3, "deactivate")
+    assert [(p.mail, p.role) for p in o.people] == [
+        ("boss@contoso.com", "owner"), ("it@contoso.com", "admin")
+    ]
+    assert (o.entra.scope, o.entra.group_ids, o.entra.include_guests) == (
+        "groups", (group.lower(),), True
+    )
+
+
+def test_lifecycle_problems_are_collected(tmp_path: Path) -> None:
+    people = (
+        '[[organizations.people]]\nmail = "a@contoso.com"\nrole = "owner"\n'
+        '[[organizations.people]]\nmail = "b@contoso.com"\nrole = "owner"\n'
+        '[[organizations.people]]\nmail = "c@contoso.com"\nrole = "boss"\n'
+    )
+    text = BACKEND + org(
+        extra='domains = ["contoso.com", "not a domain"]\nseats = -1\non_disable = "delete"\n'
+        + people,
+        entra='client_secret = "${CONTOSO_SECRET}"\nscope = "groups"',
+    )
+    found = problems(write(tmp_path, text), ENV)
+    joined = "\n".join(found)
+    assert "organizations[0].domains: item 1 ('not a domain') is not a domain" in joined
+    assert "organizations[0].seats: must be between 0 and 10000000" in joined
+    assert "organizations[0].on_disable: expected one of 'keep', 'deactivate'" in joined
+    assert "organizations[0].people[2].role: expected one of" in joined
+    assert "organizations[0].people: at most one owner, found 2" in joined
+    assert 'organizations[0].entra.group_ids: scope = "groups" needs at least one group' in joined
+
+
+def test_a_domain_belongs_to_one_organization(tmp_path: Path) -> None:
+    text = BACKEND + org(extra='domains = ["contoso.com"]') + org(
+        "fabrikam", extra='domains = ["fabrikam.com", "CONTOSO.com"]'
+    )
+    assert problems(write(tmp_path, text), ENV) == [
+        "organizations[1].domains: domain 'contoso.com' is also listed by organizations[0];"
+        " a domain belongs to one"
+    ]
