@@ -44,7 +44,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_example_config_documents_every_key():
-    from cardsync.config import ENTRA, ORGANIZATION, ROOT as SCHEMA
+    from cardsync.config import ENTRA, ORGANIZATION
+    from cardsync.config import ROOT as SCHEMA
 
     example = (ROOT / "config.example.toml").read_text()
     for table in (SCHEMA, ORGANIZATION, ENTRA):
