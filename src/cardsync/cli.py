@@ -59,8 +59,23 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")
+    ] = 0,
 ) -> None:
+    _setup_logging(verbose)
     ctx.obj = Context(config)
+
+
+def _setup_logging(verbose: int) -> None:
+    """Warnings (and errors) from cardsync's loggers go to stderr; -v adds progress
+    detail, -vv debug. The SDK's HTTP loggers stay quiet: they log every request."""
+    import logging
+
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("azure", "httpx", "httpcore", "msal", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 OrgOption = Annotated[
