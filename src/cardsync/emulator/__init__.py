@@ -1,7 +1,7 @@
 """A Microsoft Graph + Entra ID emulator for tests, benchmarks and ``cardsync demo``.
 
 The real msgraph-sdk and azure-identity clients talk to it unmodified over HTTPS on
-loopback, trusting a throwaway CA. The Python API is documented in docs/dev/emulator-api.md.
+loopback, trusting a throwaway CA. The Python API is documented in docs/emulator.md.
 
     core       GraphEmulator: tenants, faults, request log, serve()
     directory  Tenant: apps, users, photos and the users change log

@@ -16,7 +16,7 @@ from .wire import Request, Response
 
 
 class GraphEmulator:
-    """Microsoft Graph + Entra ID, in-process. The API is in docs/dev/emulator-api.md."""
+    """Microsoft Graph + Entra ID, in-process. The API is in docs/emulator.md."""
 
     def __init__(self, page_size: int = 200) -> None:
         self.page_size = page_size

@@ -54,7 +54,7 @@ def _checked_status(status: int) -> int:
 
 
 class Faults:
-    """What to break. See docs/dev/emulator-api.md; :meth:`clear` restores the defaults."""
+    """What to break. See docs/emulator.md; :meth:`clear` restores the defaults."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
