@@ -10,6 +10,7 @@ optional key is one line there (plus the field it fills).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -84,6 +85,16 @@ ROLES = ("owner", "admin", "editor", "viewer")
 
 
 @dataclass(frozen=True)
+class PhotosConfig:
+    """``[organizations.photos]``: profile photos from Entra ID on cards (off by default)."""
+
+    enabled: bool = False
+    # A separate app registration for photo requests; None: the organization's own.
+    entra: EntraConfig | None = None
+    refresh_days: int = 7  # every photo is re-checked about this often (rolling)
+
+
+@dataclass(frozen=True)
 class OrgConfig:
     slug: str
     name: str
@@ -94,6 +105,7 @@ class OrgConfig:
     max_deletes: int = 500  # deletion threshold per cycle (deletes + deactivations)
     on_disable: str = "keep"  # "keep" | "deactivate": disabled, soft-deleted, out of scope
     people: tuple[PersonRole, ...] = ()
+    photos: PhotosConfig = field(default_factory=PhotosConfig)
 
 
 @dataclass(frozen=True)
@@ -134,7 +146,10 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         entra = tuple(s for org in self.organizations for s in org.entra.secrets())
-        return entra + self.backend.secrets()
+        photos = tuple(
+            s for org in self.organizations if org.photos.entra for s in org.photos.entra.secrets()
+        )
+        return entra + photos + self.backend.secrets()
 
     def org(self, slug: str) -> OrgConfig:
         for org in self.organizations:
@@ -215,6 +230,22 @@ PERSON = sch.Table(
     }
 )
 
+# A separate app registration for photos is optional: without client_id the
+# organization's [organizations.entra] credentials are used.
+PHOTOS = sch.Table(
+    {
+        "enabled": sch.Field(bool, False),
+        "tenant_id": sch.Field(
+            str, None, check=sch.matches(f"{_GUID}|{_DOMAIN}", _TENANT), echo=False
+        ),
+        "client_id": sch.Field(str, None, check=sch.matches(_GUID, _CLIENT), echo=False),
+        "client_secret": sch.Field(str, None, secret=True),
+        "certificate_path": sch.Field(str, None, check=sch.existing_file),
+        "certificate_password": sch.Field(str, None, secret=True),
+        "refresh_days": sch.Field(int, 7, check=sch.between(1, 365)),
+    }
+)
+
 ORGANIZATION = sch.Table(
     {
         "slug": sch.Field(str, check=sch.matches(r"[a-z0-9][a-z0-9-]{0,62}", _SLUG)),
@@ -226,6 +257,7 @@ ORGANIZATION = sch.Table(
         "on_disable": sch.Field(str, "keep", check=sch.one_of("keep", "deactivate")),
         "people": sch.Field(sch.ArrayOf(PERSON), []),
         "entra": sch.Field(ENTRA),
+        "photos": sch.Field(PHOTOS, {}),
     }
 )
 
@@ -308,6 +340,42 @@ def _entra(e: dict[str, Any], at: str, ctx: sch.Context) -> EntraConfig:
     )
 
 
+def _photos(p: Any, entra: Any, at: str, ctx: sch.Context) -> PhotosConfig:
+    """The photos table; its own credentials inherit cloud and hosts from ``entra``."""
+    if p is sch.INVALID:
+        return PhotosConfig()
+    if p["client_id"] is None:
+        keys = ("tenant_id", "client_secret", "certificate_path", "certificate_password")
+        own = [k for k in keys if p[k] is not None]
+        if own:
+            ctx.problem(
+                at,
+                f"{', '.join(own)} set without client_id: a separate app registration for "
+                "photos needs its client_id; leave them all out to use [organizations.entra]",
+            )
+        return PhotosConfig(p["enabled"], None, p["refresh_days"])
+    has_secret, has_cert = p["client_secret"] is not None, p["certificate_path"] is not None
+    if has_secret == has_cert:
+        ctx.problem(
+            at,
+            "with client_id, set exactly one of client_secret and certificate_path"
+            + (", not both" if has_secret else ""),
+        )
+    if p["certificate_password"] is not None and not has_cert:
+        ctx.problem(f"{at}.certificate_password", "is only used with certificate_path")
+    if not isinstance(entra, EntraConfig):
+        return PhotosConfig(p["enabled"], None, p["refresh_days"])
+    photo_entra = dataclasses.replace(
+        entra,
+        tenant_id=p["tenant_id"] or entra.tenant_id,
+        client_id=p["client_id"],
+        client_secret=p["client_secret"],
+        certificate_path=p["certificate_path"],
+        certificate_password=p["certificate_password"],
+    )
+    return PhotosConfig(p["enabled"], photo_entra, p["refresh_days"])
+
+
 def _organizations(items: list[Any], ctx: sch.Context) -> tuple[OrgConfig, ...]:
     orgs: list[OrgConfig] = []
     seen: dict[str, int] = {}
@@ -345,6 +413,7 @@ def _organizations(items: list[Any], ctx: sch.Context) -> tuple[OrgConfig, ...]:
                 max_deletes=org["max_deletes"],
                 on_disable=org["on_disable"],
                 people=_people(org["people"], f"{at}.people", ctx),
+                photos=_photos(org["photos"], entra, f"{at}.photos", ctx),
             )
         )
     return tuple(orgs)

@@ -40,6 +40,14 @@ def graph_source(org: OrgConfig) -> Source:
     return GraphSource(org.entra)
 
 
+def photo_refresher(config: Config, reporter: Reporter | None = None) -> Any:
+    """The photo step of a sync cycle (cardsync.photos.PhotoSync). Always present: for an
+    organization with photos off it only clears photos stored while they were on."""
+    from .photos import PhotoSync  # msgraph and Pillow load only when photos are used
+
+    return PhotoSync(config, reporter)
+
+
 @contextlib.contextmanager
 def syncer(
     config: Config, reporter: Reporter | None = None, sources: Any = graph_source
@@ -51,11 +59,15 @@ def syncer(
         state = open_state(config.state.path)
         try:
             backend = make_backend(config)
-            sync = Syncer(config, state, backend, sources, reporter)
+            photos = photo_refresher(config, reporter)
+            sync = Syncer(config, state, backend, sources, reporter, photos=photos)
             try:
                 yield sync
             finally:
-                sync.close()
+                try:
+                    sync.close()
+                finally:
+                    photos.close()
                 backend.close()
         finally:
             state.close()

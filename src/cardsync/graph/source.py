@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +25,7 @@ from ..models import DELTA_SELECT, DeltaPage, DirectoryUser
 from .client import GraphClient, Stats
 from .errors import same_origin, status_of
 from .parse import parse_delta_page_counted, parse_user
+from .scope import Assignment, MembershipRound, ScopeReader
 
 T = TypeVar("T")
 _SELECT = ",".join(DELTA_SELECT)
@@ -68,6 +69,7 @@ class GraphSource:
         self.entra = entra
         self.stats = Stats()
         self._closed = False
+        self._scope_reader: ScopeReader | None = None
         self._loop = _LoopThread()
         try:
             self._client = self._loop.run(self._build(retry_budget))
@@ -183,6 +185,32 @@ class GraphSource:
     async def _get(self, url: str, what: str) -> bytes | None:
         """GET one object through the SDK's request adapter; None on 404."""
         return await self._client.get(lambda: _get_request(url), what, missing_ok=True)
+
+    # -- sync scope (cardsync.scope) ----------------------------------------------------
+
+    def service_principal_id(self, app_id: str) -> str | None:
+        """The object id of the enterprise application (service principal) of the app
+        registration ``app_id`` (a client id); None when the tenant has none."""
+        self._check_open()
+        return self._loop.run(self._scope().service_principal_id(app_id))
+
+    def app_assignments(self, sp_id: str) -> list[Assignment] | None:
+        """Users, groups and service principals assigned to the enterprise application
+        ``sp_id``, all pages; None when Graph has no such service principal."""
+        self._check_open()
+        return self._loop.run(self._scope().app_assignments(sp_id))
+
+    def group_members_delta(self, group_ids: Sequence[str], link: str | None) -> MembershipRound:
+        """A whole groups/delta round with ``members@delta``: from the stored deltaLink
+        ``link``, or a full round for ``group_ids`` (at most 50) when it is None. A link
+        Graph no longer accepts raises :class:`~cardsync.errors.DeltaExpiredError`."""
+        self._check_open()
+        return self._loop.run(self._scope().group_members_delta(tuple(group_ids), link))
+
+    def _scope(self) -> ScopeReader:
+        if self._scope_reader is None:
+            self._scope_reader = ScopeReader(self._client, self.entra)
+        return self._scope_reader
 
     # -- lifecycle ---------------------------------------------------------------------
 
