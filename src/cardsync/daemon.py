@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Config
-from .errors import CardsyncError
+from .errors import CardsyncError, LockedError
 from .output import PlainReporter, outcome_summary
 
 log = logging.getLogger("cardsync.daemon")
@@ -28,9 +28,6 @@ def run_daemon(config: Config, orgs: Sequence[str] | None = None) -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
     from . import service
-    from .backends import Backend
-    from .state import lock_for, open_state
-    from .sync import Syncer
 
     interval = getattr(getattr(config, "schedule", None), "interval_minutes", 40)
     reporter = PlainReporter(sys.stdout)
@@ -42,26 +39,14 @@ def run_daemon(config: Config, orgs: Sequence[str] | None = None) -> None:
         return sources[org.slug]
 
     def cycle() -> None:
-        lock = lock_for(config.state.path)
         try:
-            lock.acquire()
-        except CardsyncError as exc:
-            reporter.event("daemon", f"skipped this cycle: {exc.message}")
-            return
-        try:
-            state = open_state(config.state.path)
-            backend: Backend = service.make_backend(config)
-            try:
-                syncer = Syncer(config, state, backend, cached_source, reporter)
-                for outcome in syncer.cycle(orgs=orgs):
+            with service.syncer(config, reporter, cached_source, close_sources=False) as sync:
+                for outcome in sync.cycle(orgs=orgs):
                     reporter.event(outcome.org, outcome_summary(outcome))
-            finally:
-                backend.close()
-                state.close()
+        except LockedError as exc:
+            reporter.event("daemon", f"skipped this cycle: {exc.message}")
         except CardsyncError as exc:
             reporter.event("daemon", f"cycle failed: {exc.message}")
-        finally:
-            lock.release()
 
     scheduler = BlockingScheduler()
     scheduler.add_job(

@@ -50,9 +50,17 @@ def photo_refresher(config: Config, reporter: Reporter | None = None) -> Any:
 
 @contextlib.contextmanager
 def syncer(
-    config: Config, reporter: Reporter | None = None, sources: Any = graph_source
+    config: Config,
+    reporter: Reporter | None = None,
+    sources: Any = graph_source,
+    close_sources: bool = True,
 ) -> Iterator[Syncer]:
-    """A Syncer with its state and backend, holding the run lock until exit."""
+    """A Syncer with its state and backend, holding the run lock until exit.
+
+    The daemon passes a caching ``sources`` factory and ``close_sources=False`` so
+    that Graph tokens and connections outlive one cycle."""
+    from .scope import ScopeSync
+
     lock = lock_for(config.state.path)
     lock.acquire()
     try:
@@ -60,12 +68,16 @@ def syncer(
         try:
             backend = make_backend(config)
             photos = photo_refresher(config, reporter)
-            sync = Syncer(config, state, backend, sources, reporter, photos=photos)
+            sync = Syncer(
+                config, state, backend, sources, reporter, photos=photos,
+                scope=ScopeSync(reporter),
+            )
             try:
                 yield sync
             finally:
                 try:
-                    sync.close()
+                    if close_sources:
+                        sync.close()
                 finally:
                     photos.close()
                 backend.close()

@@ -721,21 +721,6 @@ _CARD_COLS = (
 _EMAIL = "lower(trim(coalesce(nullif(u.mail, ''), u.upn)))"
 
 
-def in_scope_sql(scope: str, include_guests: bool) -> str:
-    """An SQL condition over the users alias ``u``: in the organization's sync scope.
-
-    ``all`` is everyone; ``assigned`` and ``groups`` are the users cardsync.scope
-    recorded in ``scope_members``. Guests count only with ``include_guests``."""
-    parts = []
-    if scope != "all":
-        parts.append(
-            "EXISTS (SELECT 1 FROM scope_members s WHERE s.org = u.org AND s.user_id = u.id)"
-        )
-    if not include_guests:
-        parts.append("lower(u.user_type) != 'guest'")
-    return " AND ".join(parts) or "1"
-
-
 def _case(
     subject: str, mapping: Mapping[str, str], prefix: str, params: dict[str, Any], default: str
 ) -> str:

@@ -24,7 +24,8 @@ from .config import Config, OrgConfig
 from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError, UsageError
 from .models import DeltaPage, DirectoryUser
 from .planner import Action, Hold, PlanContext, Wait
-from .state import State, in_scope_sql
+from .scope import in_scope_sql
+from .state import State
 
 
 class Source(Protocol):
@@ -226,7 +227,7 @@ class Syncer:
         ctx = self._context(org)
         rows = self.state.plan_rows(
             org.slug, ctx.fingerprints,
-            in_scope=in_scope_sql(org.entra.scope, org.entra.include_guests),
+            in_scope=in_scope_sql(org.entra),
             routes=ctx.routes, everything=True, user_id=user_id,
         )
         outcome.actions = planner.plan(ctx, rows)
@@ -315,7 +316,7 @@ class Syncer:
         rows = self.state.plan_rows(
             org.slug,
             ctx.fingerprints,
-            in_scope=in_scope_sql(org.entra.scope, org.entra.include_guests),
+            in_scope=in_scope_sql(org.entra),
             routes=ctx.routes,
         )
         return planner.plan(ctx, rows)
