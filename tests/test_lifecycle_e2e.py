@@ -355,3 +355,41 @@ def test_users_list_json_shape(graph):
     }
     assert listed["zed.invite@contoso.com"]["user_id"] is None
     assert listed["zed.invite@contoso.com"]["card"] is None
+
+
+def test_unassign_then_reassign_keeps_the_same_card(graph):
+    graph.app = graph.tenant.add_app(
+        roles=("User.Read.All", "Application.Read.All", "GroupMember.Read.All")
+    )
+    config = configure(graph, {"slug": "acme", "extra": 'on_disable = "deactivate"',
+                               "entra_extra": 'scope = "assigned"'})
+    direct = user(graph, "Dina Direct")
+    via_group = user(graph, "Gil Group")
+    nested = user(graph, "Ned Nested")
+    outside = user(graph, "Oli Outside")
+    team, inner = graph.tenant.add_group("Team"), graph.tenant.add_group("Inner")
+    graph.tenant.add_member(team, via_group)
+    graph.tenant.add_member(team, inner)  # nested groups are not expanded
+    graph.tenant.add_member(inner, nested)
+    graph.tenant.assign(graph.app, direct)
+    graph.tenant.assign(graph.app, team)
+    [out] = service.run(config)
+    assert out.result == "success", out.error
+    assert set(cards(config)) == {direct, via_group}
+    assert outside not in cards(config) and nested not in cards(config)
+    urls = {uid: cards(config)[uid]["url"] for uid in (direct, via_group)}
+
+    graph.tenant.unassign(graph.app, direct)
+    graph.tenant.remove_member(team, via_group)
+    [out] = service.run(config)
+    assert kinds(out) == [("deactivate_card", "dina.direct@contoso.com"),
+                          ("deactivate_card", "gil.group@contoso.com")]
+    assert "not in sync scope" in out.actions[0].reason
+
+    graph.tenant.assign(graph.app, direct)
+    graph.tenant.add_member(team, via_group)
+    [out] = service.run(config)
+    assert kinds(out) == [("reactivate_card", "dina.direct@contoso.com"),
+                          ("reactivate_card", "gil.group@contoso.com")]
+    assert {uid: cards(config)[uid]["url"] for uid in urls} == urls
+    assert all(cards(config)[uid]["active"] for uid in urls)
