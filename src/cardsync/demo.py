@@ -78,7 +78,9 @@ def run_demo(out: Path, users: int = 24) -> int:
         for o in first:
             _say(f"   {outcome_summary(o)}")
 
-        _say("2) Changes in the directory: a promotion, a new hire, a leaver, a soft delete.")
+        _say("2) Changes in the directory: a promotion, a new hire, a leaver (permanently")
+        _say("   deleted: user and card go), and a soft delete (restorable for 30 days in")
+        _say("   Entra ID: the card stays, as the product's rules say).")
         tenant.update_user(ids[0], jobTitle="Chief Technology Officer")
         tenant.add_user(
             displayName="Nova Newhire",
@@ -105,4 +107,5 @@ def run_demo(out: Path, users: int = 24) -> int:
     _say(f"Serve it:   python -m http.server --directory {site} 8000")
     _say(f"Inspect:    cardsync -c {config_path} status")
     _say(f"            cardsync -c {config_path} cards list")
+    _say(f"            cardsync -c {config_path} users list")
     return exit_code(first + second)
