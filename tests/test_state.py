@@ -33,7 +33,7 @@ def test_migrations_are_recorded_and_idempotent(tmp_path):
     again = open_state(path)
     assert again.card_key() == key
     names = [r[0] for r in again.db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["001_initial", "002_photos", "003_lifecycle"]
+    assert names == ["001_initial", "002_photos", "003_lifecycle", "004_card_user_index"]
     again.close()
 
 
@@ -134,3 +134,15 @@ def test_state_is_plain_sqlite(tmp_path, state):
         state.ingest("o", [du("a")])
     rows = sqlite3.connect(state.path).execute("SELECT org, id FROM users").fetchall()
     assert rows == [("o", "a")]
+
+
+def test_planning_query_uses_indexes(state):
+    """At tenant scale a table scan per user is quadratic: every join must use an index."""
+    rows = state.plan_rows("o", {"o": "fp"}, routes={"x.test": "p"})
+    list(rows)
+    sql_plan = state.db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM users u LEFT JOIN cards c "
+        "ON c.user_id = u.id AND c.source = u.org WHERE u.org = 'o'"
+    ).fetchall()
+    details = " ".join(str(r[-1]) for r in sql_plan)
+    assert "SCAN c" not in details and "cards_user_source" in details

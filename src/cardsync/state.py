@@ -258,6 +258,13 @@ def _m003_lifecycle(db: Any) -> None:
     )
 
 
+def _m004_card_user_index(db: Any) -> None:
+    # Planning joins each mirror row to the card its integration published
+    # (cards.user_id + cards.source): without this index that join scans the whole
+    # ledger per user, quadratic at tenant scale.
+    db.execute("CREATE INDEX cards_user_source ON cards (user_id, source)")
+
+
 def _migrations() -> Any:
     from sqlite_utils.migrations import Migrations
 
@@ -265,6 +272,7 @@ def _migrations() -> Any:
     migrations(name="001_initial")(_m001_initial)
     migrations(name="002_photos")(_m002_photos)
     migrations(name="003_lifecycle")(_m003_lifecycle)
+    migrations(name="004_card_user_index")(_m004_card_user_index)
     return migrations
 
 
