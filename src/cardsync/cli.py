@@ -215,6 +215,7 @@ def cards_list(ctx: typer.Context, org: OrgOption = None, json_out: JsonOption =
 
 
 OrgRequired = Annotated[str, typer.Option("--org", help="The organization's slug.")]
+EmailArg = Annotated[str, typer.Argument(help="The user's mail address.")]
 
 
 def _report(data: dict[str, Any], json_out: bool, text: str) -> None:
@@ -243,7 +244,7 @@ def cards_delete(
 @users_app.command("invite")
 def users_invite(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The user's mail address.")],
+    email: EmailArg,
     org: OrgRequired,
     json_out: JsonOption = False,
 ) -> None:
@@ -257,7 +258,7 @@ def users_invite(
 @users_app.command("remove")
 def users_remove(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The user's mail address.")],
+    email: EmailArg,
     org: OrgRequired,
     json_out: JsonOption = False,
 ) -> None:
