@@ -393,3 +393,17 @@ def test_unassign_then_reassign_keeps_the_same_card(graph):
                           ("reactivate_card", "gil.group@contoso.com")]
     assert {uid: cards(config)[uid]["url"] for uid in urls} == urls
     assert all(cards(config)[uid]["active"] for uid in urls)
+
+
+def test_one_organization_failing_does_not_stop_the_others(graph):
+    broken = graph.tenant.add_app()
+    configure(graph, {"slug": "alpha", "app": broken}, {"slug": "beta"})
+    os.environ["LC_SECRET_0"] = "not-the-secret"  # alpha's integration cannot sign in
+    uid = user(graph, "Bea Beta")
+    proc = graph.cli("run")
+    assert proc.returncode == 1
+    assert "[alpha] failed" in proc.stdout and "[beta] success" in proc.stdout
+    env_config = load(graph.config_path)
+    assert [c["org"] for c in service.list_cards(env_config) if c["user_id"] == uid] == ["beta"]
+    status = {o["slug"]: o for o in service.status(env_config)["organizations"]}
+    assert status["alpha"]["last_result"] == "failed" and status["beta"]["last_result"] == "success"
