@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ class PhotoReport:
     batches: int = 0
     retried: int = 0
     guard_wait: float = 0.0
+    seconds: float = 0.0  # wall time of the refresh
     skipped: str | None = None  # why photos were skipped this run
 
     @property
@@ -88,13 +90,13 @@ class PhotoReport:
             parts.append(", ".join(found))
         kinds = ", ".join(f"{k} {v}" for k, v in sorted((self.by_kind or {}).items()))
         requests = f"{self.requests} Graph requests" + (f" ({kinds})" if kinds else "")
-        requests += f" in {self.batches} batches"
+        requests += f" in {self.batches} batch{'es' if self.batches != 1 else ''}"
         if self.retried:
             requests += f", {self.retried} throttled and retried"
         if self.guard_wait >= 1:
             requests += f", {self.guard_wait:.0f} s paused for Graph's photo rate limit"
         parts.append(requests)
-        return "photos: " + "; ".join(parts)
+        return "photos: " + "; ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
 def _graph_client(entra: EntraConfig) -> PhotoGraph:
@@ -133,7 +135,19 @@ class PhotoSync:
 
     # -- PhotoRefresher -------------------------------------------------------------------
 
-    def refresh(self, org: OrgConfig, state: State, changed: set[str], dry_run: bool) -> None:
+    def refresh(
+        self,
+        org: OrgConfig,
+        state: State,
+        changed: set[str],
+        dry_run: bool,
+        *,
+        rolling: bool = True,
+    ) -> None:
+        """Check and store the organization's photos. ``dry_run`` changes nothing here:
+        photos go only to the state database, which the Syncer rolls back in a dry run.
+        ``rolling=False`` checks the ``changed`` users only (provisioning one user on
+        demand), not the never-checked ones nor the rolling slice."""
         settings = org.photos
         if not settings.enabled:
             if store.has_rows(state, org.slug):
@@ -148,18 +162,23 @@ class PhotoSync:
         users = store.users(state, org.slug, in_scope_sql(org.entra))
         report.users = len(users)
         size = schedule.slice_size(len(users), settings.refresh_days, self.interval_minutes)
+        if not rolling:
+            users = [user for user in users if user.user_id in changed]
+            size = 0
         choice = schedule.choose(users, changed, size)
         report.never, report.changed = len(choice.never), len(choice.changed)
         report.rolling = len(choice.rolling)
         todo = choice.all()
         if not todo:
             return
+        started = time.monotonic()
         try:
             self._check(org, state, todo, report)
         except ConsentError as exc:
             report.skipped = f"{exc.message}; {PERMISSION_HINT}"
         except CardsyncError as exc:
             report.skipped = str(exc)
+        report.seconds = time.monotonic() - started
         if report.skipped:
             self._warn(org.slug, f"photos skipped this run: {report.skipped}")
         self._event(org.slug, report.summary())
