@@ -17,6 +17,7 @@ can import this module and do the same.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import pytest
@@ -225,6 +226,48 @@ class BackendContract:
         backend.finish("acme", [("a1", "Ada Lovelace"), ("b2", "Grace Hopper")])
         backend.finish("globex", [])
         assert backend.card_ids("acme") == {"a1", "b2"}
+
+    # flush and parallel publishing (optional: see the Backend docstring)
+
+    def test_flush_keeps_what_was_published_and_removed(self, make_backend: MakeBackend) -> None:
+        backend = make_backend(self.orgs)
+        if not hasattr(backend, "flush"):
+            pytest.skip("no flush(): publish and remove are durable when they return")
+        backend.flush()  # nothing to flush yet
+        backend.publish(card("a1"))
+        backend.publish(card("b2"))
+        backend.remove("acme", "a1")
+        backend.flush()
+        backend.flush()
+        later = make_backend(self.orgs)
+        assert later.card_ids("acme") == {"b2"}
+        shown = self.inspect(later, "acme", "b2")
+        assert shown is not None and "Ada Lovelace" in shown.text
+        backend.close()
+
+    def test_parallel_safe_instances_publish_side_by_side(self, make_backend: MakeBackend) -> None:
+        first = make_backend(self.orgs)
+        if getattr(type(first), "parallel_safe", False) is not True:
+            pytest.skip("not parallel-safe: cardsync publishes from one process")
+        second = make_backend(self.orgs)
+        ids = [f"p{i:02d}" for i in range(24)]
+
+        def publish(backend: Backend, mine: list[str]) -> None:
+            for cid in mine:
+                backend.publish(card(cid, person=person(title=f"Title {cid}")))
+            backend.flush()  # type: ignore[attr-defined]
+
+        with ThreadPoolExecutor(2) as pool:
+            done = [pool.submit(publish, first, ids[0::2]), pool.submit(publish, second, ids[1::2])]
+            for future in done:
+                future.result()
+        later = make_backend(self.orgs)
+        assert later.card_ids("acme") == set(ids)
+        for cid in ids:
+            shown = self.inspect(later, "acme", cid)
+            assert shown is not None and f"Title {cid}" in shown.text
+        first.close()
+        second.close()
 
     def test_close_keeps_what_was_published(self, make_backend: MakeBackend) -> None:
         backend = make_backend(self.orgs)

@@ -134,8 +134,11 @@ def test_second_run_is_refused_while_one_holds_the_lock(graph):
     assert first.returncode == 0
 
 
-@pytest.mark.parametrize("phase", ["pull", "apply"])
-def test_kill_at_any_point_then_rerun_completes_without_duplicates(graph, phase):
+@pytest.mark.parametrize("phase", ["pull", "apply", "apply-in-workers"])
+def test_kill_at_any_point_then_rerun_completes_without_duplicates(graph, phase, monkeypatch):
+    if phase == "apply-in-workers":  # cards rendered by worker processes, killed with it
+        monkeypatch.setenv("CARDSYNC_WORKERS", "2")
+        phase = "apply"
     ids = graph.add_sample(120 if phase == "apply" else 40)
     if phase == "pull":
         graph.emu.faults.page_delay = 0.1

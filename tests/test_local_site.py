@@ -461,6 +461,49 @@ def test_a_missing_png_is_remade(backend: LocalBackend, site: Path) -> None:
     assert decode_png(png) == url
 
 
+@pytest.mark.parametrize("name", ["qr.png", "qr.svg"])
+@pytest.mark.parametrize("keep", [0, 40])
+def test_a_qr_file_cut_short_by_a_power_loss_is_remade(
+    backend: LocalBackend, site: Path, name: str, keep: int
+) -> None:
+    """Files become durable per batch (flush), so after a power loss one can be empty
+    or cut short; the next publish must not take it for a finished code."""
+    url = backend.publish(card()).url
+    path = site / "acme" / "k3x9q2m7" / name
+    path.write_bytes(path.read_bytes()[:keep])
+    backend.publish(card())
+    folder = path.parent
+    assert decode_png(folder / "qr.png") == url
+    assert decode_svg(folder / "qr.svg") == url
+
+
+def test_flush_syncs_once_per_batch_and_only_after_writes(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cardsync.backends.local import site as local_site
+
+    synced: list[Path] = []
+    monkeypatch.setattr(local_site, "sync", synced.append)
+    backend = local(site)
+    backend.flush()
+    assert synced == []  # nothing written yet
+    backend.publish(card("a1"))
+    backend.publish(card("b2"))
+    backend.flush()
+    backend.flush()
+    assert synced == [site]
+    backend.remove("acme", "a1")
+    backend.close()
+    assert synced == [site, site]
+
+
+def test_sync_makes_a_folder_durable(tmp_path: Path) -> None:
+    from cardsync.backends.local.site import sync
+
+    write_if_changed(tmp_path / "page.html", b"<html>")
+    sync(tmp_path)  # syncfs on Linux, os.sync elsewhere: must not fail
+
+
 # Files on disk
 
 

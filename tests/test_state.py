@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cardsync.errors import LockedError, StateError
-from cardsync.models import DirectoryUser, Person, Removal
-from cardsync.state import lock_for, open_state
+from cardsync.models import CARD_FIELDS, DirectoryUser, Person, Removal
+from cardsync.state import lock_for, open_state, person_to_json
 
 
 def du(uid: str, name: str = "Ada", enabled: bool = True) -> DirectoryUser:
@@ -33,7 +36,9 @@ def test_migrations_are_recorded_and_idempotent(tmp_path):
     again = open_state(path)
     assert again.card_key() == key
     names = [r[0] for r in again.db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["001_initial", "002_photos", "003_lifecycle", "004_card_user_index"]
+    assert names == [
+        "001_initial", "002_photos", "003_lifecycle", "004_card_user_index", "005_plan_indexes"
+    ]
     again.close()
 
 
@@ -146,3 +151,24 @@ def test_planning_query_uses_indexes(state):
     ).fetchall()
     details = " ".join(str(r[-1]) for r in sql_plan)
     assert "SCAN c" not in details and "cards_user_source" in details
+
+
+@given(
+    st.builds(
+        Person,
+        display_name=st.text(max_size=6),
+        given_name=st.text(max_size=6),
+        mail=st.text(max_size=6),
+        business_phones=st.lists(st.text(max_size=6), max_size=3).map(tuple),
+        country=st.text(max_size=6),
+    )
+)
+def test_person_json_is_canonical(person):
+    """Content hashes are taken over this text: it must never change for a person."""
+    data = {}
+    for attr in CARD_FIELDS.values():
+        value = getattr(person, attr)
+        if value:
+            data[attr] = list(value) if isinstance(value, tuple) else value
+    assert person_to_json(person) == json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    assert tuple(Person.__dataclass_fields__) == tuple(CARD_FIELDS.values())

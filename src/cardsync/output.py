@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .planner import Action
+from .planner import Action, ActionRecord
 from .sync import OrgOutcome, Reporter, describe
 
 
@@ -123,7 +123,7 @@ def render_outcomes(outcomes: Sequence[OrgOutcome], stream: Any = None) -> None:
                 )
 
 
-def render_plan(actions: Sequence[Action]) -> None:
+def render_plan(actions: Sequence[Action | ActionRecord]) -> None:
     if not actions:
         sys.stdout.write("No changes.\n")
         return

@@ -27,7 +27,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -41,7 +42,11 @@ PROTECTED_ROLES = ("owner", "admin")
 class PlanContext:
     """Everything the planner knows besides the rows: the organization being synced
     (``source``, whose integration brought the users) and the state of every
-    organization a user may be routed to."""
+    organization a user may be routed to.
+
+    ``members_by_user``, ``members_by_email`` and ``other_cards`` need only hold the
+    entries of the users being planned (any organization): a big plan is made in
+    chunks of rows, each with the members and cards its users have."""
 
     source: str
     card_key: bytes
@@ -177,6 +182,41 @@ class Wait(Action):
     kind: ClassVar[str] = "wait"
     order: ClassVar[int] = 7
     applied: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """What a run reports about an action, without the card's content: a plan of a
+    whole tenant is reported without holding every card in memory."""
+
+    kind: str
+    org: str
+    user_id: str
+    user_principal_name: str
+    reason: str
+    destructive: bool = False
+    applied: bool = True
+    card_id: str | None = None
+    display_name: str | None = None
+    changed: tuple[str, ...] = ()
+    from_org: str | None = None
+
+
+def record(action: Action) -> ActionRecord:
+    card: Card | None = getattr(action, "card", None)
+    return ActionRecord(
+        kind=action.kind,
+        org=action.org,
+        user_id=action.user_id,
+        user_principal_name=action.user_principal_name,
+        reason=action.reason,
+        destructive=action.destructive,
+        applied=action.applied,
+        card_id=card.card_id if card is not None else getattr(action, "card_id", None) or None,
+        display_name=card.person.name if card is not None else None,
+        changed=getattr(action, "changed", ()),
+        from_org=getattr(action, "from_org", None) or None,
+    )
 
 
 def card_id_for(card_key: bytes, user_id: str) -> str:
@@ -332,23 +372,27 @@ def plan(
     """Plan every row, apply the seat limits, and order the actions."""
     actions = [a for user, card in rows if (a := plan_user(ctx, user, card)) is not None]
     actions.sort(key=lambda a: a.order)
-    return _within_seats(ctx, actions)
+    return list(within_seats(ctx, actions, freed_seats(actions)))
 
 
-def _within_seats(ctx: PlanContext, actions: list[Action]) -> list[Action]:
-    """New members beyond an organization's seats wait; deletions free seats first."""
+def freed_seats(actions: Iterable[Action]) -> Counter[str]:
+    """Seats the plan's deletions free, per organization."""
+    return Counter(a.org for a in actions if isinstance(a, DeleteUser))
+
+
+def within_seats(
+    ctx: PlanContext, ordered: Iterable[Action], freed: Mapping[str, int]
+) -> Iterator[Action]:
+    """The actions, in their order, where new members beyond an organization's seats
+    wait (after the others). ``freed``: the seats the plan's deletions free, counted
+    beforehand, since deletions come first (:func:`freed_seats`). Streams: a plan
+    kept on disk goes through without being held in memory."""
     free: dict[str, int] = {}
     for org, limit in ctx.seats.items():
         if limit is not None:
-            free[org] = limit - ctx.seats_used.get(org, 0)
-    if not free:
-        return actions
-    for a in actions:
-        if isinstance(a, DeleteUser) and a.org in free:
-            free[a.org] += 1
-    out: list[Action] = []
+            free[org] = limit - ctx.seats_used.get(org, 0) + freed.get(org, 0)
     waiting: list[Action] = []
-    for a in actions:
+    for a in ordered:
         new_member = getattr(a, "new_member", None)
         if new_member and a.org in free:
             if free[a.org] <= 0:
@@ -359,8 +403,8 @@ def _within_seats(ctx: PlanContext, actions: list[Action]) -> list[Action]:
                 )
                 continue
             free[a.org] -= 1
-        out.append(a)
-    return out + waiting
+        yield a
+    yield from waiting
 
 
 def _card(ctx: PlanContext, user: MirrorUser, org: str, active: bool = True) -> Card:

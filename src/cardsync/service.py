@@ -13,6 +13,7 @@ from .errors import UsageError
 from .models import OrgProfile
 from .state import State, lock_for, open_state
 from .sync import OrgOutcome, Reporter, Source, Syncer
+from .workers import BackendSpec
 
 
 def find_org(config: Config, slug: str) -> OrgConfig:
@@ -32,6 +33,11 @@ def org_profiles(config: Config) -> list[OrgProfile]:
 
 def make_backend(config: Config) -> backends.Backend:
     return backends.create(config.backend.type, config.backend.options, org_profiles(config))
+
+
+def backend_spec(config: Config) -> BackendSpec:
+    """How worker processes build their own instance of the configured backend."""
+    return BackendSpec(config.backend.type, dict(config.backend.options), org_profiles(config))
 
 
 def graph_source(org: OrgConfig) -> Source:
@@ -70,7 +76,7 @@ def syncer(
             photos = photo_refresher(config, reporter)
             sync = Syncer(
                 config, state, backend, sources, reporter, photos=photos,
-                scope=ScopeSync(reporter),
+                scope=ScopeSync(reporter), workers=backend_spec(config),
             )
             try:
                 yield sync

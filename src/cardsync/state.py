@@ -10,12 +10,13 @@ Tables (see ``_MIGRATIONS`` for the exact schema):
 
 Consistency rules that make crashes harmless:
 
-- Mirror changes from a delta page are committed per page; the deltaLink is saved
-  in the same transaction as the last page, so a killed run restarts from the old
-  link and replays the pages (replays are idempotent).
-- A ledger row is written only after the backend succeeded, one action at a time,
-  so a killed apply is re-planned, never lost or duplicated (card ids are
-  deterministic and backends adopt existing cards).
+- Mirror changes from delta pages are committed a few pages at a time; the
+  deltaLink is saved in the same transaction as the last page, so a killed run
+  restarts from the old link and replays the pages (replays are idempotent).
+- Ledger rows are written only after the backend succeeded and made the batch of
+  actions durable (``flush``), one transaction per batch, so a killed apply is
+  re-planned, never lost or duplicated (card ids are deterministic and backends
+  adopt existing cards).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import LockedError, StateError
-from .models import CARD_FIELDS, DirectoryUser, Person, Photo, Removal
+from .models import DirectoryUser, Person, Photo, Removal
 
 SCHEMA_NAME = "cardsync"
 
@@ -43,14 +44,15 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def person_to_json(person: Person) -> str:
-    """Canonical JSON of a person: only non-empty fields, in CARD_FIELDS order."""
-    data: dict[str, Any] = {}
-    for attr in CARD_FIELDS.values():
-        value = getattr(person, attr)
-        if value:
-            data[attr] = list(value) if isinstance(value, tuple) else value
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """Canonical JSON of a person: only non-empty fields, in CARD_FIELDS order (the
+    content hash of mirror rows and published cards is taken over this text). Person's
+    fields are CARD_FIELDS' values in the same order, so its ``__dict__`` has that order;
+    tuples encode as JSON lists."""
+    return _ENCODE({k: v for k, v in person.__dict__.items() if v})
 
 
 def person_from_json(text: str) -> Person:
@@ -265,6 +267,26 @@ def _m004_card_user_index(db: Any) -> None:
     db.execute("CREATE INDEX cards_user_source ON cards (user_id, source)")
 
 
+def _m005_plan_indexes(db: Any) -> None:
+    db.executescript(
+        """
+        -- Planning skips users in a steady state in SQL (State.plan_rows). With every
+        -- column that test reads in these indexes, scanning an unchanged tenant reads
+        -- index pages only, never the rows with their JSON.
+        DROP INDEX cards_user_source;
+        CREATE INDEX cards_user_source ON cards
+            (user_id, source, hash, fingerprint, active, photo_etag, org);
+        -- (mail and upn, which domain assignment reads, are left out: every index
+        -- entry costs at ingest, which inserts 100,000 random ids at tenant scale.)
+        CREATE INDEX users_steady ON users
+            (org, id, hash, removed, account_enabled, user_type);
+        -- The members of the users being planned, in any organization.
+        CREATE INDEX members_user_id ON members (user_id);
+        CREATE INDEX members_email ON members (email);
+        """
+    )
+
+
 def _migrations() -> Any:
     from sqlite_utils.migrations import Migrations
 
@@ -273,6 +295,7 @@ def _migrations() -> Any:
     migrations(name="002_photos")(_m002_photos)
     migrations(name="003_lifecycle")(_m003_lifecycle)
     migrations(name="004_card_user_index")(_m004_card_user_index)
+    migrations(name="005_plan_indexes")(_m005_plan_indexes)
     return migrations
 
 
@@ -468,15 +491,18 @@ class State:
         only_user = only_card = ""
         if user_id is not None:
             params["uid"] = user_id
-            only_user, only_card = " AND u.id = :uid", " AND c.user_id = :uid"
+            only_user, only_card = " AND u.id = :uid", " AND c2.user_id = :uid"
         sql = (
             f"SELECT {_USER_COLS}, ({in_scope}), {_CARD_COLS} FROM users u "
             "LEFT JOIN cards c ON c.user_id = u.id AND c.source = u.org "
             "LEFT JOIN photos p ON p.org = u.org AND p.user_id = u.id "
             f"WHERE u.org = :org AND {where}{only_user} "
+            # Cards whose mirror row is gone: found in the covering index, so only
+            # those cards' rows are read.
             f"UNION ALL SELECT {_NULL_USER_COLS}, NULL, {_CARD_COLS} FROM cards c "
-            f"WHERE c.source = :org{only_card} AND NOT EXISTS "
-            "(SELECT 1 FROM users u WHERE u.org = c.source AND u.id = c.user_id)"
+            "WHERE c.rowid IN (SELECT c2.rowid FROM cards c2 "
+            f"WHERE c2.source = :org{only_card} AND NOT EXISTS "
+            "(SELECT 1 FROM users u WHERE u.org = c2.source AND u.id = c2.user_id))"
         )
         cursor = self.db.conn.execute(sql, params)
         n_user = _USER_COLS.count(",") + 1
@@ -497,6 +523,21 @@ class State:
             params.append(org)
         rows = self.db.execute(sql + " ORDER BY org, email", params)
         return [Member(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def members_of(self, user_ids: Collection[str], emails: Collection[str]) -> list[Member]:
+        """The members, in any organization, with one of these Entra ids or mails
+        (lower-case): what planning a chunk of users needs."""
+        found: dict[tuple[str, str], Member] = {}
+        for column, keys in (("user_id", list(user_ids)), ("email", list(emails))):
+            for part in _parts(keys):
+                rows = self.db.conn.execute(
+                    "SELECT org, email, user_id, origin, card_suppressed FROM members "
+                    f"WHERE {column} IN ({', '.join('?' * len(part))})",
+                    part,
+                )
+                for r in rows:
+                    found[(r[0], r[1])] = Member(r[0], r[1], r[2], r[3], bool(r[4]))
+        return list(found.values())
 
     def member(self, org: str, email: str) -> Member | None:
         found = [m for m in self.members(org) if m.email == email.lower()]
@@ -575,12 +616,25 @@ class State:
             [(org, e, r) for e, r in wanted.items()],
         )
 
-    def other_cards(self, source: str) -> frozenset[tuple[str, str]]:
-        """(org, user_id) of cards that other organizations' integrations published."""
-        rows = self.db.execute(
-            "SELECT org, user_id FROM cards WHERE source IS NOT ?", [source]
-        )
-        return frozenset((r[0], r[1]) for r in rows)
+    def other_cards(
+        self, source: str, user_ids: Collection[str] | None = None
+    ) -> frozenset[tuple[str, str]]:
+        """(org, user_id) of cards that other organizations' integrations published
+        (only those of ``user_ids``, when given)."""
+        if user_ids is None:
+            rows: Iterable[Any] = self.db.execute(
+                "SELECT org, user_id FROM cards WHERE source IS NOT ?", [source]
+            )
+            return frozenset((r[0], r[1]) for r in rows)
+        found: set[tuple[str, str]] = set()
+        for part in _parts(list(user_ids)):
+            rows = self.db.conn.execute(
+                "SELECT org, user_id FROM cards WHERE source IS NOT ? "
+                f"AND user_id IN ({', '.join('?' * len(part))})",
+                [source, *part],
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return frozenset(found)
 
     # -- safety --------------------------------------------------------------------
 
@@ -740,6 +794,12 @@ def _case(
         params[f"{prefix}k{i}"], params[f"{prefix}v{i}"] = key, value
         parts.append(f"WHEN :{prefix}k{i} THEN :{prefix}v{i}")
     return f"(CASE {subject} {' '.join(parts)} ELSE {default} END)"
+
+
+def _parts(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``keys`` in slices small enough for one ``IN (...)`` of bound parameters."""
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
 
 
 def _mirror_from_row(row: Any, in_scope: bool = True) -> MirrorUser:

@@ -13,19 +13,22 @@ For each organization, independently (one failing does not stop the others):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import planner
+from . import backends, plans
 from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
 from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError, UsageError
 from .models import DeltaPage, DirectoryUser
-from .planner import Action, Hold, PlanContext, Wait
+from .planner import Action, ActionRecord, PlanContext, record
+from .plans import Plan
 from .scope import in_scope_sql
 from .state import State
+from .workers import BackendSpec, PublishPool, worker_count
 
 
 class Source(Protocol):
@@ -48,12 +51,20 @@ class PhotoRefresher(Protocol):
     rolling re-checks). It writes the ``photos`` table; the planner then republishes
     cards whose photo etag changed. It must not raise for per-user problems."""
 
-    def refresh(self, org: OrgConfig, state: State, changed: set[str], dry_run: bool) -> None: ...
+    def refresh(
+        self, org: OrgConfig, state: State, changed: set[str], dry_run: bool,
+        *, rolling: bool = True,
+    ) -> None: ...
 
 
 # A full read returning fewer than this share of the users the state holds trips the
 # safety limit, as an empty read does.
 FULL_READ_FLOOR = 0.5
+
+# Delta pages merged in one transaction: at least this many entries (each commit of a
+# few random-id index pages costs ~4 ms at tenant scale, ~20 s per 100,000 users when
+# every 200-user page commits on its own). A killed pull replays from the stored link.
+INGEST_BATCH = 2_000
 
 
 class ScopeRefresher(Protocol):
@@ -84,15 +95,20 @@ class Reporter:
 
 @dataclass
 class OrgOutcome:
+    """What a cycle did for one organization. ``actions`` is the plan, in order: for a
+    dry run the actions themselves (the plan is the answer), for a run an
+    :class:`~cardsync.planner.ActionRecord` of each (no card content, so a run over a
+    whole tenant does not keep every card in memory)."""
+
     org: str
     result: str = "success"  # success | partial | refused | failed
     mode: str = "incremental"  # initial | incremental | resync
-    actions: list[Action] = field(default_factory=list)
+    actions: list[Action | ActionRecord] = field(default_factory=list)
     report: ApplyReport | None = None
     pulled: int = 0
     removals: int = 0
     error: CardsyncError | None = None
-    refused: list[Action] = field(default_factory=list)  # destructive actions held back
+    refused: list[Action | ActionRecord] = field(default_factory=list)  # held back
     notes: list[str] = field(default_factory=list)  # e.g. seat limits reached
 
     def counts(self) -> dict[str, int]:
@@ -115,7 +131,9 @@ class Syncer:
     """Runs sync cycles for the configured organizations.
 
     ``sources`` builds one Source per organization; sources are kept for the
-    Syncer's lifetime so that a daemon reuses tokens and connections."""
+    Syncer's lifetime so that a daemon reuses tokens and connections. With
+    ``workers`` (how to build more instances of ``backend``) and a parallel-safe
+    backend, big plans are published by worker processes (cardsync.workers)."""
 
     def __init__(
         self,
@@ -126,10 +144,12 @@ class Syncer:
         reporter: Reporter | None = None,
         photos: PhotoRefresher | None = None,
         scope: ScopeRefresher | None = None,
+        workers: BackendSpec | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.backend = backend
+        self.workers = workers
         self._make_source = sources
         self._sources: dict[str, Source] = {}
         self.reporter = reporter or Reporter()
@@ -178,10 +198,12 @@ class Syncer:
                 self.scope.refresh(org, self.state, self.source(org), dry_run)
             if self.photos is not None:
                 self.photos.refresh(org, self.state, changed, dry_run)
-            outcome.actions = self._plan(org)
-            self._check_safety(org, outcome, allow_deletes)
-            if not dry_run:
-                self._apply(org, outcome)
+            with self._plan(org) as plan:
+                hold = self._check_safety(org, outcome, plan, allow_deletes)
+                if dry_run:
+                    deque(self._report(outcome, plan, hold, keep=True), maxlen=0)
+                else:
+                    self._apply(org, outcome, plan, hold)
             self._note_waits(outcome)
         except CardsyncError as exc:
             outcome.result = "failed"
@@ -196,7 +218,7 @@ class Syncer:
                 outcome.result,
                 outcome.counts(),
                 outcome.error.message if outcome.error else None,
-                holds=[describe(a) for a in outcome.actions if isinstance(a, Hold)],
+                holds=[describe(a) for a in outcome.actions if a.kind == "hold"],
             )
         return outcome
 
@@ -223,16 +245,16 @@ class Syncer:
         if self.scope is not None:
             self.scope.refresh(org, self.state, source, False)
         if self.photos is not None and found is not None:
-            self.photos.refresh(org, self.state, {user_id}, False)
+            self.photos.refresh(org, self.state, {user_id}, False, rolling=False)
         ctx = self._context(org)
         rows = self.state.plan_rows(
             org.slug, ctx.fingerprints,
             in_scope=in_scope_sql(org.entra),
             routes=ctx.routes, everything=True, user_id=user_id,
         )
-        outcome.actions = planner.plan(ctx, rows)
-        self._check_safety(org, outcome, allow_deletes=False)
-        self._apply(org, outcome)
+        with plans.make(self.state, ctx, rows) as plan:
+            hold = self._check_safety(org, outcome, plan, allow_deletes=False)
+            self._apply(org, outcome, plan, hold)
         self._note_waits(outcome)
         return outcome
 
@@ -253,16 +275,17 @@ class Syncer:
             pages = source.delta(None)
         round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
         before = self.state.active_users(org.slug) if round_id else 0
-        for page in pages:
-            changed.update(e.id for e in page.entries if isinstance(e, DirectoryUser))
+        for group in _grouped(pages, INGEST_BATCH):
             with self.state.transaction():
-                users, removals = self.state.ingest(org.slug, page.entries, round_id)
-                outcome.pulled += users
-                outcome.removals += removals
-                if page.delta_link is not None:
-                    if round_id is not None:
-                        self._sweep(org, source, round_id)
-                    self.state.save_delta_link(org.slug, page.delta_link)
+                for page in group:
+                    changed.update(e.id for e in page.entries if isinstance(e, DirectoryUser))
+                    users, removals = self.state.ingest(org.slug, page.entries, round_id)
+                    outcome.pulled += users
+                    outcome.removals += removals
+                    if page.delta_link is not None:
+                        if round_id is not None:
+                            self._sweep(org, source, round_id)
+                        self.state.save_delta_link(org.slug, page.delta_link)
             self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
         if before and len(changed) < before * FULL_READ_FLOOR:
             # An empty or shrunken full read is more likely a permission or scope
@@ -290,28 +313,26 @@ class Syncer:
         )
 
     def _context(self, org: OrgConfig) -> PlanContext:
+        """The planning context without the members and cards of particular users:
+        :func:`cardsync.plans.make` adds those per chunk of rows."""
         orgs = self.config.organizations
         routes = (
             {domain: o.slug for o in orgs for domain in o.domains}
             if self.config.domain_assignment
             else {}
         )
-        members = self.state.members()
         return PlanContext(
             source=org.slug,
             card_key=self.state.card_key(),
             fingerprints={o.slug: self.backend.fingerprint(o.slug) for o in orgs},
             on_disable={o.slug: o.on_disable for o in orgs},
             routes=routes,
-            members_by_user={(m.org, m.user_id): m for m in members if m.user_id},
-            members_by_email={(m.org, m.email): m for m in members},
             roles=self.state.roles(),
-            other_cards=self.state.other_cards(org.slug),
             seats={o.slug: o.seats for o in orgs},
-            seats_used={o.slug: self.state.seats_used(o.slug) for o in orgs},
+            seats_used={o.slug: self.state.seats_used(o.slug) for o in orgs if o.seats is not None},
         )
 
-    def _plan(self, org: OrgConfig) -> list[Action]:
+    def _plan(self, org: OrgConfig) -> Plan:
         ctx = self._context(org)
         rows = self.state.plan_rows(
             org.slug,
@@ -319,57 +340,99 @@ class Syncer:
             in_scope=in_scope_sql(org.entra),
             routes=ctx.routes,
         )
-        return planner.plan(ctx, rows)
+        return plans.make(self.state, ctx, rows)
 
-    def _check_safety(self, org: OrgConfig, outcome: OrgOutcome, allow_deletes: bool) -> None:
+    def _check_safety(
+        self, org: OrgConfig, outcome: OrgOutcome, plan: Plan, allow_deletes: bool
+    ) -> bool:
         """Accidental-deletion prevention, as in Entra Connect: too many deletes and
         deactivations in one cycle (or a suspiciously small full read) put the
-        organization in quarantine; destructive actions then wait for --allow-deletes."""
-        destructive = [a for a in outcome.actions if a.destructive]
-        if len(destructive) > org.max_deletes:
+        organization in quarantine; destructive actions then wait for --allow-deletes.
+        Returns whether the plan's destructive actions are held back."""
+        if plan.destructive > org.max_deletes:
             self.state.set_quarantine(
                 org.slug,
-                f"{len(destructive)} deletions and deactivations in one cycle exceed "
+                f"{plan.destructive} deletions and deactivations in one cycle exceed "
                 f"max_deletes ({org.max_deletes})",
             )
         reason = self.state.quarantine(org.slug)
         if reason is None:
-            return
+            return False
         if allow_deletes:
             self.state.set_quarantine(org.slug, None)
             self.reporter.event(org.slug, f"--allow-deletes given: applying ({reason})")
-            return
-        if not destructive:
-            return
-        outcome.refused = destructive
+            return False
+        if not plan.destructive:
+            return False
         outcome.result = "refused"
         outcome.error = SafetyLimitError(
             f"{reason}: nothing was deleted or deactivated",
             "check the planned changes with `cardsync diff`; if they are right, run "
             "`cardsync run --allow-deletes`",
         )
+        return True
 
-    def _apply(self, org: OrgConfig, outcome: OrgOutcome) -> None:
-        refused = set(map(id, outcome.refused))
-        actions = [a for a in outcome.actions if a.applied and id(a) not in refused]
-        self.reporter.applying(org.slug, len(actions))
-        applier = Applier(
-            self.backend,
-            self.state,
-            org.slug,
-            {o.slug: self.backend.fingerprint(o.slug) for o in self.config.organizations},
-        )
-        report = applier.run(actions, on_step=lambda a: self.reporter.applied(org.slug, a))
+    def _report(
+        self, outcome: OrgOutcome, plan: Plan, hold: bool, keep: bool = False
+    ) -> Iterator[Action]:
+        """The plan's actions to apply, in order, listing each in ``outcome`` (itself
+        with ``keep``, else its record), and the destructive ones in
+        ``outcome.refused`` too when they are held back."""
+        for action in plan:
+            summary = action if keep else record(action)
+            outcome.actions.append(summary)
+            if hold and action.destructive:
+                outcome.refused.append(summary)
+            elif action.applied:
+                yield action
+
+    def _apply(self, org: OrgConfig, outcome: OrgOutcome, plan: Plan, hold: bool) -> None:
+        self.reporter.applying(org.slug, plan.applied(hold))
+        publishes = sum(n for kind, n in plan.counts.items()
+                        if kind not in ("delete_card", "delete_user", "hold"))
+        touched: set[str] = {org.slug}
+        index_changed = outcome.mode != "incremental"
+
+        def step(action: Action, ok: bool) -> None:
+            nonlocal index_changed
+            touched.add(action.org)
+            if getattr(action, "from_org", ""):
+                touched.add(action.from_org)  # type: ignore[attr-defined]
+            index_changed |= ok and _changes_index(action)
+            self.reporter.applied(org.slug, action)
+
+        pool = self._pool(publishes)
+        if pool is not None:
+            self.reporter.event(org.slug, f"publishing with {pool.workers} worker processes")
+        try:
+            applier = Applier(
+                self.backend,
+                self.state,
+                org.slug,
+                {o.slug: self.backend.fingerprint(o.slug) for o in self.config.organizations},
+                pool=pool,
+            )
+            report = applier.run(self._report(outcome, plan, hold), on_step=step)
+        finally:
+            if pool is not None:
+                pool.close()
         outcome.report = report
-        if report.changed or outcome.mode != "incremental":
-            for slug in sorted({a.org for a in actions} | {org.slug}
-                               | {getattr(a, "from_org", "") for a in actions} - {""}):
+        if index_changed:
+            for slug in sorted(touched):
                 self.backend.finish(slug, self.state.card_index(slug))
         if report.failures and outcome.result == "success":
             outcome.result = "partial"
 
+    def _pool(self, publishes: int) -> PublishPool | None:
+        """Worker processes for a plan with many cards to render, when the backend
+        allows it and there is more than one core (cardsync.workers.worker_count)."""
+        if self.workers is None or not backends.parallel_safe(self.backend):
+            return None
+        count = worker_count(publishes)
+        return PublishPool.start(self.workers, count) if count else None
+
     def _note_waits(self, outcome: OrgOutcome) -> None:
-        waits = [a for a in outcome.actions if isinstance(a, Wait)]
+        waits = [a for a in outcome.actions if a.kind == "wait"]
         if not waits:
             return
         by_org: dict[str, int] = {}
@@ -382,6 +445,21 @@ class Syncer:
             )
         if outcome.result == "success":
             outcome.result = "partial"
+
+
+def _grouped(pages: Iterable[DeltaPage], entries: int) -> Iterator[list[DeltaPage]]:
+    """Consecutive pages holding at least ``entries`` entries (the last group: the
+    rest). Pages keep streaming: only one group is held at a time."""
+    group: list[DeltaPage] = []
+    held = 0
+    for page in pages:
+        group.append(page)
+        held += len(page.entries)
+        if held >= entries:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
 
 
 def _first_page_checked(source: Source, link: str | None) -> Iterator[DeltaPage] | None:
@@ -415,8 +493,22 @@ def exit_code(outcomes: Sequence[OrgOutcome]) -> int:
     return 0
 
 
-def describe(action: Action) -> dict[str, Any]:
+# Fields of a person that make up the name an organization's index lists.
+_NAME_FIELDS = frozenset({"display_name", "given_name", "surname", "user_principal_name"})
+
+
+def _changes_index(action: Action) -> bool:
+    """Whether an applied action can change what the organization's index shows: all
+    but profile updates that leave the name alone (an update without changed fields
+    comes from a template or site change, which may change the index too)."""
+    changed = getattr(action, "changed", ())
+    return action.kind != "update_card" or not changed or bool(_NAME_FIELDS & set(changed))
+
+
+def describe(action: Action | ActionRecord) -> dict[str, Any]:
     """The public JSON shape of an action (``diff --json``)."""
+    if not isinstance(action, ActionRecord):
+        action = record(action)
     data: dict[str, Any] = {
         "org": action.org,
         "action": action.kind,
@@ -424,15 +516,12 @@ def describe(action: Action) -> dict[str, Any]:
         "user_principal_name": action.user_principal_name,
         "reason": action.reason,
     }
-    card = getattr(action, "card", None)
-    if card is not None:
-        data["display_name"] = card.person.name
-        data["card_id"] = card.card_id
-    elif getattr(action, "card_id", None):
-        data["card_id"] = action.card_id  # type: ignore[attr-defined]
-    changed = getattr(action, "changed", ())
-    if changed:
-        data["changed"] = list(changed)
-    if getattr(action, "from_org", None):
-        data["from_org"] = action.from_org  # type: ignore[attr-defined]
+    if action.display_name is not None:
+        data["display_name"] = action.display_name
+    if action.card_id:
+        data["card_id"] = action.card_id
+    if action.changed:
+        data["changed"] = list(action.changed)
+    if action.from_org:
+        data["from_org"] = action.from_org
     return data

@@ -56,6 +56,21 @@ class Backend(Protocol):
 
     Failures raise :class:`~cardsync.errors.BackendError`; cardsync then retries the
     action on the next run.
+
+    Two optional members make big runs fast (:func:`flush` and :func:`parallel_safe`
+    call them, so a backend without them still works):
+
+    - ``flush()``: after ``flush()`` returns, everything published and removed so far
+      survives a power loss. With it, ``publish`` and ``remove`` need not be durable
+      when they return: cardsync calls ``flush()`` once per batch of actions, before it
+      records the batch in its ledger (a crash before that replans the batch, and
+      publishing adopts what is there). Without it, ``publish`` and ``remove`` must be
+      durable when they return.
+    - ``parallel_safe = True`` (a class attribute): ``publish`` may run in several
+      processes at once, each with its own instance built by :func:`create` from the
+      same options, each publishing different cards (and flushing its own batches).
+      cardsync then renders big batches on every core; ``remove``, ``finish`` and the
+      ledger stay in the main process.
     """
 
     name: str
@@ -73,6 +88,19 @@ class Backend(Protocol):
     def fingerprint(self, org: str) -> str: ...
 
     def close(self) -> None: ...
+
+
+def flush(backend: Backend) -> None:
+    """Make what ``backend`` published so far durable (a no-op for backends without
+    ``flush``, whose writes are durable when they return)."""
+    method = getattr(backend, "flush", None)
+    if method is not None:
+        method()
+
+
+def parallel_safe(backend: Backend) -> bool:
+    """Whether ``backend`` declares that other instances may publish at the same time."""
+    return getattr(type(backend), "parallel_safe", False) is True
 
 
 def available() -> list[str]:

@@ -28,7 +28,8 @@ class MemoryBackend:
     ``cards`` of an earlier instance to make a new one that sees the same cards, as
     a second run sees what the first published. ``calls`` lists each call in order:
     ``("publish", org, card_id)``, ``("remove", org, card_id)``, ``("finish", org,
-    card_id, ...)`` and ``("close",)``; a publish that fails is logged too.
+    card_id, ...)``, ``("flush",)`` and ``("close",)``; a publish that fails is logged
+    too. It is not parallel-safe: its cards live in this process.
     ``indexes`` holds the ``cards`` argument of the last ``finish`` of each org.
     """
 
@@ -73,6 +74,9 @@ class MemoryBackend:
         self._use(("finish", org, *(card_id for card_id, _ in cards)))
         self._org(org)
         self.indexes[org] = list(cards)
+
+    def flush(self) -> None:
+        self._use(("flush",))
 
     def close(self) -> None:
         self._use(("close",))

@@ -47,13 +47,20 @@ class IndexEntry:
 
 
 class LocalBackend:
-    """Publishes cards as a static site under ``options["output"]``."""
+    """Publishes cards as a static site under ``options["output"]``.
+
+    Parallel-safe: instances built from the same options may publish different cards
+    from several processes at once (each card is its own folder; shared folders are
+    only ever created, never replaced). Writes are atomic but made durable by
+    :meth:`flush`, once per batch."""
 
     name = "local"
+    parallel_safe = True
 
     def __init__(self, options: dict[str, Any], orgs: list[OrgProfile]) -> None:
         self.options = local_options.parse(options)
         self.site = site.Site(self.options.output)
+        self._unflushed = False
         sets = _template_sets(orgs)
         self._orgs = {org.slug: self._org_entry(org, sets[org.template]) for org in orgs}
         # The organizations page has no template of its own: it uses the one every
@@ -79,14 +86,10 @@ class LocalBackend:
         url = self.url(card.org, card.card_id)
         folder = self.site.card_dir(card.org, card.card_id)
         try:
-            created = _make_dir(folder)
-            if not created:
+            self._unflushed = True
+            if not _make_dir(folder):
                 site.sweep_temp_files(folder)
-            files, changed = self._publish_files(card, org, url, folder)
-            if changed:
-                site.fsync_dir(folder)
-            if created:
-                site.fsync_dir(folder.parent)
+            files = self._publish_files(card, org, url, folder)
         except OSError as exc:
             raise BackendError(f"could not write card {card.org}/{card.card_id}: {exc}") from exc
         except jinja2.TemplateError as exc:
@@ -96,50 +99,45 @@ class LocalBackend:
             ) from exc
         return Published(url, files)
 
-    def _publish_files(
-        self, card: Card, org: _Org, url: str, folder: Path
-    ) -> tuple[dict[str, str], bool]:
+    def _publish_files(self, card: Card, org: _Org, url: str, folder: Path) -> dict[str, str]:
         """Write the files of ``card``; the page goes last, so it never links a file
         that is not there yet, and withdrawn data is gone before the page says so."""
         version = hashlib.sha256(card.photo.web).hexdigest()[:12] if card.photo else ""
         view = card_view(card, org.view, url, version)
         if card.active:
-            files, changed = self._write_contact(card, view, folder)
+            files = self._write_contact(card, view, folder)
         else:
-            # A list, not a generator: any() would stop at the first removal.
-            files, changed = {}, any([site.remove_file(folder / n) for n in site.CONTACT_FILES])
+            files = {}
+            for name in site.CONTACT_FILES:
+                site.remove_file(folder / name)
         page = folder / site.PAGE
-        changed |= site.write_if_changed(page, org.templates.render_card(card=view, org=org.view))
+        site.write_if_changed(page, org.templates.render_card(card=view, org=org.view))
         files["html"] = str(page)
-        return files, changed
+        return files
 
-    def _write_contact(
-        self, card: Card, view: CardView, folder: Path
-    ) -> tuple[dict[str, str], bool]:
+    def _write_contact(self, card: Card, view: CardView, folder: Path) -> dict[str, str]:
         photo = folder / site.PHOTO
         if card.photo:
-            changed = site.write_if_changed(photo, card.photo.web)
+            site.write_if_changed(photo, card.photo.web)
         else:
-            changed = site.remove_file(photo)
-        changed |= site.write_if_changed(
-            folder / site.VCARD, vcard.build(card, view.url, view.company)
-        )
+            site.remove_file(photo)
+        site.write_if_changed(folder / site.VCARD, vcard.build(card, view.url, view.company))
         svg, png = folder / site.QR_SVG, folder / site.QR_PNG
         if not qr.encodes(svg, png, view.url):
             svg_bytes, png_bytes = qr.make(view.url)
             # PNG first: an SVG naming the URL is what says both are done.
             site.write_if_changed(png, png_bytes)
             site.write_if_changed(svg, svg_bytes)
-            changed = True
         files = {"vcard": folder / site.VCARD, "qr_svg": svg, "qr_png": png}
         if card.photo:
             files["photo"] = photo
-        return {kind: str(path) for kind, path in files.items()}, changed
+        return {kind: str(path) for kind, path in files.items()}
 
     def remove(self, org: str, card_id: str) -> None:
         # Organizations no longer configured can still be cleaned up.
         folder = self.site.card_dir(org, card_id)
         try:
+            self._unflushed = True
             site.remove_card_dir(folder)
         except OSError as exc:
             raise BackendError(f"could not remove card {org}/{card_id}: {exc}") from exc
@@ -158,6 +156,7 @@ class LocalBackend:
         root_page = self.site.root / site.PAGE
         try:
             if not self.options.index:
+                self._unflushed = True
                 site.remove_file(org_page)
                 site.remove_file(root_page)
                 return
@@ -165,6 +164,7 @@ class LocalBackend:
                 IndexEntry(f"{site.check_id(cid, 'card id')}/", one_line(n)) for cid, n in cards
             ]
             org_page.parent.mkdir(parents=True, exist_ok=True)
+            self._unflushed = True
             html = entry.templates.render_index(
                 title=entry.view.name, org=entry.view, entries=entries
             )
@@ -179,8 +179,19 @@ class LocalBackend:
         orgs = [IndexEntry(f"{slug}/", entry.view.name) for slug, entry in self._orgs.items()]
         return self._root_templates.render_index(title="Business cards", org=None, entries=orgs)
 
+    def flush(self) -> None:
+        """Make every file written or removed so far durable (one syncfs)."""
+        if not self._unflushed:
+            return
+        try:
+            if self.site.root.exists():
+                site.sync(self.site.root)
+        except OSError as exc:
+            raise BackendError(f"could not make the card site durable: {exc}") from exc
+        self._unflushed = False
+
     def close(self) -> None:
-        """Nothing to flush: every write was fsync'ed before publish returned."""
+        self.flush()
 
     def _org(self, slug: str) -> _Org:
         try:
