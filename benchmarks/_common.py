@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,24 +92,80 @@ def env_for(emu: Emulator) -> dict[str, str]:
 @dataclass
 class ProcessRun:
     seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the process's own peak (os.wait4)
     returncode: int
     stdout: str
     stderr: str
+    tree_rss_mb: float = 0.0  # peak of the RSS summed over the process and its children
+    processes: int = 1  # most processes seen at once in its tree
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc (Linux)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS summed over a process tree every ``interval`` seconds and keeps
+    the peak (shared pages count once per process: an upper bound)."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_kb = 0
+        self.processes = 1
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            pids = _tree(self.pid)
+            self.processes = max(self.processes, len(pids))
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in pids))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def run_measured(args: list[str], env: dict[str, str], cwd: Path | None = None) -> ProcessRun:
-    """Run a process to completion: its wall time and its own peak RSS (os.wait4)."""
+    """Run a process to completion: its wall time, its own peak RSS (os.wait4) and the
+    peak RSS summed over it and its children (sampled from /proc)."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
     # Output is small (plain summary lines), so the pipes cannot fill before exit.
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read(), proc.stderr.read()
-    return ProcessRun(seconds, usage.ru_maxrss / 1024, proc.returncode, out, err)
+    own = usage.ru_maxrss / 1024
+    return ProcessRun(seconds, own, proc.returncode, out, err,
+                      max(own, sampler.peak_kb / 1024), sampler.processes)
 
 
 def cardsync(config: Path, *args: str, env: dict[str, str]) -> ProcessRun:

@@ -1,0 +1,71 @@
+"""cardsync's Graph ingest alone: list, parse and store, no planning or rendering.
+
+    python benchmarks/ingest.py CONFIG [--no-store]
+
+Pulls one full users/delta round for the first organization of CONFIG into a fresh
+state file, exactly as a sync cycle's first step does (cardsync.sync.Syncer's pull:
+msgraph-sdk request adapter with auth and retries, raw JSON parsing into
+DirectoryUser objects, SQLite transactions of ~2,000 users), and prints one JSON line:
+seconds spent importing the SDK, building the client, and pulling (token request
+included), and the users stored. ``--no-store`` only lists and parses (GraphSource.delta),
+to tell the Graph source's share from the state's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+started = time.perf_counter()
+
+from cardsync import service  # noqa: E402
+from cardsync.config import load  # noqa: E402
+from cardsync.state import open_state  # noqa: E402
+from cardsync.sync import OrgOutcome, Syncer  # noqa: E402
+
+
+def main() -> int:
+    config = load(sys.argv[1])
+    org = config.organizations[0]
+    imported = time.perf_counter()
+    # What building a Graph source imports: cardsync's Graph code, the SDK and azure-identity.
+    import azure.identity  # noqa: F401
+    import kiota_authentication_azure.azure_identity_authentication_provider  # noqa: F401
+    import msgraph.generated.users.delta.delta_request_builder  # noqa: F401
+    import msgraph.graph_service_client  # noqa: F401
+
+    import cardsync.graph.source  # noqa: F401
+
+    sdk = time.perf_counter()
+    state = open_state(config.state.path)
+    backend = service.make_backend(config)
+    syncer = Syncer(config, state, backend, service.graph_source)
+    try:
+        source = syncer.source(org)  # credential and GraphServiceClient
+        built = time.perf_counter()
+        outcome = OrgOutcome(org.slug)
+        if "--no-store" in sys.argv:
+            for page in source.delta(None):
+                outcome.pulled += len(page.entries)
+        else:
+            syncer._pull(org, outcome)  # the pull step of a cycle (private: no public seam)
+        pulled = time.perf_counter()
+        requests = source.requests_made  # type: ignore[attr-defined]
+    finally:
+        syncer.close()
+        state.close()
+    print(json.dumps({
+        "users": outcome.pulled,
+        "requests": requests,
+        "imports": imported - started,
+        "sdk_import": sdk - imported,
+        "client": built - sdk,
+        "pull": pulled - built,
+        "ingest": pulled - sdk,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
