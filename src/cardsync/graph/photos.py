@@ -357,17 +357,7 @@ class PhotoGraph:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.run(self._shutdown())
-        finally:
-            self._loop.stop()
-
-    async def _shutdown(self) -> None:
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await self._client.aclose()
+        self._loop.close_client(self._client)
 
 
 def _photo_url(user_id: str) -> str:

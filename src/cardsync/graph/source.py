@@ -57,6 +57,22 @@ class _LoopThread:
         self._thread.join()
         self.loop.close()
 
+    def close_client(self, client: GraphClient) -> None:
+        """Cancel what still runs on the loop (e.g. a prefetch of a round the caller
+        abandoned), close ``client``'s connections, then stop the loop."""
+
+        async def shutdown() -> None:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await client.aclose()
+
+        try:
+            self.run(shutdown())
+        finally:
+            self.stop()
+
 
 class GraphSource:
     """Users from Microsoft Graph for one Entra app registration.
@@ -222,18 +238,7 @@ class GraphSource:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.run(self._shutdown())
-        finally:
-            self._loop.stop()
-
-    async def _shutdown(self) -> None:
-        # A round the caller abandoned without closing may still be prefetching.
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await self._client.aclose()
+        self._loop.close_client(self._client)
 
     def __enter__(self) -> GraphSource:
         return self
