@@ -29,9 +29,10 @@ def run_daemon(config: Config, orgs: Sequence[str] | None = None) -> None:
 
     from . import service
 
-    interval = getattr(getattr(config, "schedule", None), "interval_minutes", 40)
+    interval = config.schedule.interval_minutes
     reporter = PlainReporter(sys.stdout)
     sources: dict[str, Any] = {}
+    photos = service.photo_refresher(config, reporter)  # its photo app token outlives cycles
 
     def cached_source(org: Any) -> Any:
         if org.slug not in sources:
@@ -40,7 +41,9 @@ def run_daemon(config: Config, orgs: Sequence[str] | None = None) -> None:
 
     def cycle() -> None:
         try:
-            with service.syncer(config, reporter, cached_source, close_sources=False) as sync:
+            with service.syncer(
+                config, reporter, cached_source, close_sources=False, photos=photos
+            ) as sync:
                 for outcome in sync.cycle(orgs=orgs):
                     reporter.event(outcome.org, outcome_summary(outcome))
         except LockedError as exc:
@@ -70,3 +73,4 @@ def run_daemon(config: Config, orgs: Sequence[str] | None = None) -> None:
     finally:
         for source in sources.values():
             source.close()
+        photos.close()

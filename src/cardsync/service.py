@@ -60,11 +60,13 @@ def syncer(
     reporter: Reporter | None = None,
     sources: Any = graph_source,
     close_sources: bool = True,
+    photos: Any = None,
 ) -> Iterator[Syncer]:
     """A Syncer with its state and backend, holding the run lock until exit.
 
-    The daemon passes a caching ``sources`` factory and ``close_sources=False`` so
-    that Graph tokens and connections outlive one cycle."""
+    The daemon passes a caching ``sources`` factory, ``close_sources=False`` and its
+    own long-lived ``photos`` refresher, so that Graph tokens and connections (the
+    photo app's too) outlive one cycle; it closes them itself."""
     from .scope import ScopeSync
 
     lock = lock_for(config.state.path)
@@ -73,7 +75,9 @@ def syncer(
         state = open_state(config.state.path)
         try:
             backend = make_backend(config)
-            photos = photo_refresher(config, reporter)
+            own_photos = photos is None
+            if own_photos:
+                photos = photo_refresher(config, reporter)
             sync = Syncer(
                 config, state, backend, sources, reporter, photos=photos,
                 scope=ScopeSync(reporter), workers=backend_spec(config),
@@ -85,7 +89,8 @@ def syncer(
                     if close_sources:
                         sync.close()
                 finally:
-                    photos.close()
+                    if own_photos:
+                        photos.close()
                 backend.close()
         finally:
             state.close()
