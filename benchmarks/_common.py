@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,23 @@ class Emulator:
     def requests(self) -> list[dict[str, Any]]:
         return self.control("GET", "/requests")
 
+    def request_kinds(self) -> Counter[str]:
+        """The emulator's request log so far, counted by kind."""
+        kinds: Counter[str] = Counter()
+        for r in self.requests():
+            path = r["path"]
+            if "/oauth2/" in path:
+                kinds["token"] += 1
+            elif path.endswith("openid-configuration"):
+                kinds["openid"] += 1
+            elif "/users/delta" in path:
+                kinds["users/delta"] += 1
+            elif path.endswith("/$batch"):
+                kinds["$batch"] += 1
+            else:
+                kinds["other"] += 1
+        return kinds
+
     def clear_requests(self) -> None:
         self.control("DELETE", "/requests")
 
@@ -71,6 +89,17 @@ def start_emulator(users: int, workdir: Path, page_size: int = 200) -> Emulator:
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     return Emulator(proc, info, httpx.Client(verify=info["ca_path"], timeout=120))
+
+
+def bare_token(client: httpx.Client, info: dict[str, Any]) -> str:
+    """A Graph token from the emulator with a plain client-credentials POST."""
+    response = client.post(
+        f"{info['url']}/{info['tenant_id']}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": info["client_id"],
+              "client_secret": info["client_secret"],
+              "scope": "https://graph.microsoft.com/.default"},
+    )
+    return str(response.json()["access_token"])
 
 
 def write_config(workdir: Path, emu: Emulator) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 started = time.perf_counter()
 
 import httpx  # noqa: E402
+from _common import bare_token  # noqa: E402
 
 from cardsync.backends.local import qr, site, vcard  # noqa: E402
 from cardsync.backends.local.backend import IndexEntry  # noqa: E402
@@ -55,12 +56,7 @@ def main() -> int:
     index: list[tuple[str, str]] = []
     users = 0
     with httpx.Client(verify=info["ca_path"], timeout=120) as client:
-        token = client.post(
-            f"{info['url']}/{info['tenant_id']}/oauth2/v2.0/token",
-            data={"grant_type": "client_credentials", "client_id": info["client_id"],
-                  "client_secret": info["client_secret"],
-                  "scope": "https://graph.microsoft.com/.default"},
-        ).json()["access_token"]
+        token = bare_token(client, info)
         headers = {"Authorization": f"Bearer {token}"}
         url: str | None = f"{info['graph_url']}/users/delta?$select={','.join(DELTA_SELECT)}"
         while url:

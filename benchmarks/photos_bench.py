@@ -75,20 +75,7 @@ def upload(emu: Emulator, ids: list[str], rng: random.Random) -> int:
 
 
 def graph_requests(emu: Emulator) -> Counter[str]:
-    kinds: Counter[str] = Counter()
-    for r in emu.requests():
-        path = r["path"]
-        if "/oauth2/" in path:
-            kinds["token"] += 1
-        elif path.endswith("openid-configuration"):
-            kinds["openid"] += 1
-        elif "/users/delta" in path:
-            kinds["users/delta"] += 1
-        elif path.endswith("/$batch"):
-            kinds["$batch"] += 1
-        else:
-            kinds["other"] += 1
-    return kinds
+    return emu.request_kinds()
 
 
 def summary(run: ProcessRun) -> str:

@@ -39,7 +39,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from _common import Emulator, ProcessRun, cardsync, env_for, run_measured, start_emulator
+from _common import (
+    Emulator,
+    ProcessRun,
+    bare_token,
+    cardsync,
+    env_for,
+    run_measured,
+    start_emulator,
+)
 from _common import write_config as _write_config
 
 from cardsync.models import DELTA_SELECT
@@ -52,12 +60,7 @@ def bare_listing(emu: Emulator, parse: bool) -> tuple[float, int, int]:
     info = emu.info
     start = time.perf_counter()
     with httpx.Client(verify=info["ca_path"], timeout=120) as client:
-        token = client.post(
-            f"{info['url']}/{info['tenant_id']}/oauth2/v2.0/token",
-            data={"grant_type": "client_credentials", "client_id": info["client_id"],
-                  "client_secret": info["client_secret"],
-                  "scope": "https://graph.microsoft.com/.default"},
-        ).json()["access_token"]
+        token = bare_token(client, info)
         headers = {"Authorization": f"Bearer {token}"}
         url = f"{info['graph_url']}/users/delta?$select={','.join(DELTA_SELECT)}"
         users = requests = 0
@@ -78,18 +81,7 @@ def bare_listing(emu: Emulator, parse: bool) -> tuple[float, int, int]:
 
 
 def graph_requests(emu: Emulator) -> Counter[str]:
-    kinds: Counter[str] = Counter()
-    for r in emu.requests():
-        path = r["path"]
-        if "/oauth2/" in path:
-            kinds["token"] += 1
-        elif path.endswith("openid-configuration"):
-            kinds["openid"] += 1
-        elif "/users/delta" in path:
-            kinds["users/delta"] += 1
-        else:
-            kinds["other"] += 1
-    return kinds
+    return emu.request_kinds()
 
 
 def requests_text(kinds: Counter[str] | dict[str, int] | None) -> str:
