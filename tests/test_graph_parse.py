@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cardsync.errors import GraphError
 from cardsync.graph import parse_delta_page, parse_delta_page_counted, parse_user
-from cardsync.models import CARD_FIELDS, DirectoryUser, Person, Removal
+from cardsync.graph.parse import parse_delta_page_raw, person_from_graph
+from cardsync.models import CARD_FIELDS, DirectoryUser, GraphUser, Person, Removal
 
 NEXT = "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=abc"
 DELTA = "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=xyz"
 ID1 = "11111111-1111-1111-1111-111111111111"
 ID2 = "22222222-2222-2222-2222-222222222222"
 ID3 = "33333333-3333-3333-3333-333333333333"
+
+# Both readers of a users/delta page: the one that builds DirectoryUsers, and the one
+# that keeps each user's JSON text for the mirror (GraphUser). Every check applies to both.
+PARSERS = [parse_delta_page, lambda raw: parse_delta_page_raw(raw)[0]]
+PARSER_IDS = ["objects", "raw"]
 
 
 def page(*values: Any, next_link: str | None = None, delta_link: str | None = DELTA) -> bytes:
@@ -286,25 +296,29 @@ def test_both_links_follow_next(caplog: pytest.LogCaptureFixture) -> None:
         b'"just a string"',
     ],
 )
-def test_malformed_json_is_a_graph_error(raw: bytes) -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
+def test_malformed_json_is_a_graph_error(raw: bytes, parser: Any) -> None:
     with pytest.raises(GraphError, match="users/delta page"):
-        parse_delta_page(raw)
+        parser(raw)
 
 
-def test_missing_both_links_is_a_graph_error() -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
+def test_missing_both_links_is_a_graph_error(parser: Any) -> None:
     with pytest.raises(GraphError, match="neither @odata.nextLink nor @odata.deltaLink"):
-        parse_delta_page(json.dumps({"value": [full_user()]}).encode())
+        parser(json.dumps({"value": [full_user()]}).encode())
 
 
 @pytest.mark.parametrize("link", [42, "", "javascript:alert(1)", ["x"]])
-def test_link_that_is_not_a_url_is_a_graph_error(link: Any) -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
+def test_link_that_is_not_a_url_is_a_graph_error(link: Any, parser: Any) -> None:
     with pytest.raises(GraphError, match="not a URL"):
-        parse_delta_page(json.dumps({"@odata.deltaLink": link, "value": []}).encode())
+        parser(json.dumps({"@odata.deltaLink": link, "value": []}).encode())
 
 
-def test_value_not_a_list_is_a_graph_error() -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
+def test_value_not_a_list_is_a_graph_error(parser: Any) -> None:
     with pytest.raises(GraphError, match="'value' is not a list"):
-        parse_delta_page(json.dumps({"@odata.deltaLink": DELTA, "value": {}}).encode())
+        parser(json.dumps({"@odata.deltaLink": DELTA, "value": {}}).encode())
 
 
 def test_parse_user() -> None:
@@ -329,3 +343,73 @@ def test_parse_user_without_valid_id_is_a_graph_error(obj: Any) -> None:
 def test_str_input_is_accepted() -> None:
     result = parse_delta_page(page(full_user()).decode())
     assert result.entries[0].person.mail == "ada@contoso.com"
+
+
+# Values a Graph property can hold on a hostile or odd tenant: text of any kind
+# (surrogate escapes included), numbers, booleans, nulls, lists and objects.
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.sampled_from(["", " ", "\ud800", "<b>&amp;", "a\r\nb", "ü"]),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.lists(st.one_of(st.text(max_size=6), st.integers(), st.none()), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+
+
+_LONE = re.compile("[\ud800-\udfff]")
+_ENTRY = st.one_of(
+    st.dictionaries(st.sampled_from([*CARD_FIELDS, "accountEnabled", "userType"]), _ANY_VALUE)
+    .map(lambda props: {"id": ID1, **props}),
+    st.sampled_from([
+        {"id": ID2, "@removed": {"reason": "deleted"}},
+        {"id": ID3, "@removed": {"reason": "changed"}, "displayName": "x"},
+        {"id": "not-a-guid", "displayName": "x"},
+        {"displayName": "no id"},
+        "a string",
+        None,
+        [1, 2],
+    ]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(_ENTRY, max_size=4),
+    link_first=st.booleans(),
+    indent=st.sampled_from([None, 1]),
+    next_page=st.booleans(),
+)
+def test_the_raw_reader_agrees_with_the_object_reader(
+    values: list[Any], link_first: bool, indent: int | None, next_page: bool
+) -> None:
+    # The mirror is filled by the raw reader, which keeps each user's JSON text and
+    # reads the Person from it later; it must see exactly what the object reader sees.
+    link = {"@odata.nextLink": NEXT} if next_page else {"@odata.deltaLink": DELTA}
+    doc = {**link, "value": values} if link_first else {"value": values, **link}
+    text = json.dumps(doc, indent=indent, ensure_ascii=False)
+    if _LONE.search(text):
+        text = json.dumps(doc, indent=indent)  # Graph escapes what UTF-8 cannot carry
+    body = text.encode()
+    expected, expected_skipped = parse_delta_page_counted(body)
+    page, skipped = parse_delta_page_raw(body)
+    assert (page.next_link, page.delta_link, skipped) == (
+        expected.next_link, expected.delta_link, expected_skipped
+    )
+    assert len(page.entries) == len(expected.entries)
+    for got, want in zip(page.entries, expected.entries, strict=True):
+        if isinstance(want, Removal):
+            assert got == want
+            continue
+        assert isinstance(got, GraphUser)
+        assert (got.id, got.account_enabled, got.user_type) == (
+            want.id, want.account_enabled, want.user_type
+        )
+        assert got.person == want.person == person_from_graph(got.text)
+        assert (got.user_principal_name, got.mail, got.display_name) == (
+            want.person.user_principal_name, want.person.mail, want.person.display_name
+        )
+        assert json.loads(got.text) in values  # the object's own text, verbatim
+        assert got.hash == hashlib.sha256(got.text.encode()).hexdigest()[:20]

@@ -21,7 +21,9 @@ from cardsync.errors import (
     UnreachableError,
 )
 from cardsync.graph import GraphSource
-from cardsync.models import DELTA_SELECT, DeltaPage, DirectoryUser, Removal
+from cardsync.graph import source as source_module
+from cardsync.graph.source import PREFETCH_PAGES
+from cardsync.models import DELTA_SELECT, DeltaPage, DirectoryUser, GraphUser, Removal
 
 E = TypeVar("E", bound=BaseException)
 
@@ -81,12 +83,15 @@ def drain(source: GraphSource, link: str | None) -> tuple[list[DeltaPage], str]:
     return pages, pages[-1].delta_link
 
 
-def entries(pages: list[DeltaPage]) -> list[DirectoryUser | Removal]:
+def entries(pages: list[DeltaPage]) -> list[DirectoryUser | GraphUser | Removal]:
     return [e for p in pages for e in p.entries]
 
 
-def users_by_id(pages: list[DeltaPage]) -> dict[str, DirectoryUser]:
-    return {e.id: e for e in entries(pages) if isinstance(e, DirectoryUser)}
+def users_by_id(pages: list[DeltaPage]) -> dict[str, GraphUser]:
+    # Delta pages are read for the mirror: users keep Graph's JSON text.
+    users = [e for e in entries(pages) if not isinstance(e, Removal)]
+    assert all(isinstance(u, GraphUser) for u in users)
+    return {u.id: u for u in users if isinstance(u, GraphUser)}
 
 
 def test_initial_round_across_pages(env: Env) -> None:
@@ -136,7 +141,7 @@ def test_incremental_round_update_soft_and_hard_delete_restore(env: Env) -> None
         assert got[ids[1]].account_enabled is False  # a disable is not a removal
         assert got[ids[2]] == Removal(ids[2], "changed")
         assert got[ids[4]] == Removal(ids[4], "deleted")
-        assert isinstance(got[ids[3]], DirectoryUser)
+        assert isinstance(got[ids[3]], GraphUser)
         assert got[new].person.display_name == "User 099"
 
         # A round without changes still hands out a (new) deltaLink.
@@ -319,16 +324,58 @@ def test_token_is_reused_across_rounds(env: Env) -> None:
     assert graph_requests == len(env.records("users/delta"))
 
 
-def test_pages_stream_with_one_page_prefetched(env: Env) -> None:
+def test_pages_stream_with_a_bounded_read_ahead(env: Env) -> None:
+    env.tenant.add_users([user_props(i) for i in range(100, 140)])  # 63 users: 13 pages
     with env.source() as source:
         rounds = source.delta(None)
         first = next(rounds)
         assert first.entries
-        time.sleep(0.5)  # the loop may fetch ahead, but only one page
-        assert len(env.records("users/delta")) == 2
+        time.sleep(0.5)  # the loop reads ahead, but only so far
+        # The page taken, PREFETCH_PAGES waiting, one parsed and waiting for room,
+        # and the next one's body, fetched before that one was parsed.
+        assert len(env.records("users/delta")) == 1 + PREFETCH_PAGES + 2
         rounds.close()  # abandoning a round is fine, and the source stays usable
+        time.sleep(0.2)
+        assert len(env.records("users/delta")) == 1 + PREFETCH_PAGES + 2
         pages, _ = drain(source, None)
     assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_a_wrong_next_link_hint_is_dropped_for_the_parsed_link(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next request goes out on a link read from the raw bytes; the parsed page has
+    # the last word. A hint that disagrees costs one request, never a page.
+    real = source_module._next_link_hint
+
+    def wrong(body: bytes) -> str | None:
+        hint = real(body)
+        return None if hint is None else hint.replace("$skiptoken=", "$skiptoken=x")
+
+    monkeypatch.setattr(source_module, "_next_link_hint", wrong)
+    with env.source() as source:
+        pages, link = drain(source, None)
+        assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+        env.tenant.update_user(env.tenant.user_ids()[0], jobTitle="Changed")
+        again, _ = drain(source, link)
+    assert [u.person.job_title for u in entries(again)] == ["Changed"]
+
+
+@pytest.mark.parametrize(
+    ("body", "hint"),
+    [
+        (b'{"value":[],"@odata.nextLink":"https://g/v1.0/users/delta?$skiptoken=a"}',
+         "https://g/v1.0/users/delta?$skiptoken=a"),
+        (b'{"@odata.nextLink":"https://g/v1.0/users/delta?$skiptoken=b","value":[]}',
+         "https://g/v1.0/users/delta?$skiptoken=b"),
+        (b'{"value":[],"@odata.deltaLink":"https://g/v1.0/users/delta?$deltatoken=c"}', None),
+        (b'{"value":[], "@odata.nextLink": "https://g/x"}', None),  # not compact
+        (b'{"value":[],"@odata.nextLink":"https:\\/\\/g\\/x"}', None),  # escapes
+        (b'{"value":[],"@odata.nextLink":"https://g/x', None),  # cut off
+    ],
+)
+def test_next_link_hint(body: bytes, hint: str | None) -> None:
+    assert source_module._next_link_hint(body) == hint
 
 
 def test_short_lived_tokens_are_renewed(env: Env) -> None:

@@ -83,6 +83,30 @@ class DirectoryUser:
 
 
 @dataclass(frozen=True)
+class GraphUser:
+    """A users/delta user object kept as Graph sent it: its JSON ``text`` (what the
+    directory mirror stores; ``hash`` is taken over it) and the few values sync keys
+    and filters on. Its :attr:`person` is read from the text when something needs it,
+    so a full round of unchanged users never builds one (cardsync.graph.parse has
+    the rules; they are the same as for :class:`DirectoryUser`)."""
+
+    id: str
+    text: str
+    hash: str
+    user_principal_name: str = ""
+    mail: str = ""
+    display_name: str = ""
+    account_enabled: bool = True
+    user_type: str = "Member"
+
+    @property
+    def person(self) -> Person:
+        from .graph.parse import person_from_graph
+
+        return person_from_graph(self.text)
+
+
+@dataclass(frozen=True)
 class Removal:
     """An ``@removed`` entry: ``reason`` is ``changed`` (soft delete) or ``deleted``."""
 
@@ -98,7 +122,7 @@ class Removal:
 class DeltaPage:
     """One page of users/delta, in the order Graph sent its entries."""
 
-    entries: tuple[DirectoryUser | Removal, ...]
+    entries: tuple[DirectoryUser | GraphUser | Removal, ...]
     next_link: str | None = None
     delta_link: str | None = None
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -34,8 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .canonical import (
+    canonical,
+    content_hash,
+    person_from_dict,
+    person_from_json,
+    person_to_json,
+)
 from .errors import LockedError, StateError
-from .models import DirectoryUser, Person, Photo, Removal
+from .graph.parse import person_from_graph_object
+from .models import DirectoryUser, GraphUser, Person, Photo, Removal
 
 SCHEMA_NAME = "cardsync"
 
@@ -44,26 +51,13 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def person_to_json(person: Person) -> str:
-    """Canonical JSON of a person: only non-empty fields, in CARD_FIELDS order (the
-    content hash of mirror rows and published cards is taken over this text). Person's
-    fields are CARD_FIELDS' values in the same order, so its ``__dict__`` has that order;
-    tuples encode as JSON lists."""
-    return _ENCODE({k: v for k, v in person.__dict__.items() if v})
-
-
-def person_from_json(text: str) -> Person:
+def stored_person(text: str) -> Person:
+    """The Person of a mirror row: Graph's JSON text of the user object (it has an
+    ``id``), or the canonical JSON of a Person."""
     data = json.loads(text)
-    if "business_phones" in data:
-        data["business_phones"] = tuple(data["business_phones"])
-    return Person(**data)
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    if "id" in data:
+        return person_from_graph_object(data, text)
+    return person_from_dict(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,10 +363,17 @@ class State:
     # -- the directory mirror ------------------------------------------------------
 
     def ingest(
-        self, org: str, entries: Iterable[DirectoryUser | Removal], round_id: str | None = None
+        self,
+        org: str,
+        entries: Iterable[DirectoryUser | GraphUser | Removal],
+        round_id: str | None = None,
     ) -> tuple[int, int]:
         """Merge delta entries into the mirror (in Graph's order; the last entry for an
-        id wins). Returns (users upserted, removals). Call inside a transaction."""
+        id wins). Returns (users upserted, removals). Call inside a transaction.
+
+        A row's ``person`` is the user object's JSON text as Graph sent it (GraphUser),
+        or the canonical JSON of a Person (DirectoryUser, e.g. provisioning on demand);
+        :func:`stored_person` reads both. ``hash`` is taken over that text."""
         stamp = now()
         upserts: dict[str, tuple[Any, ...]] = {}
         removals = 0
@@ -388,15 +389,32 @@ class State:
                     [entry.reason, stamp, round_id, org, entry.id],
                 )
                 continue
-            person_json = person_to_json(entry.person)
+            if isinstance(entry, GraphUser):
+                # Graph's own text, and the hash over it: nothing to build or encode.
+                upserts[entry.id] = (
+                    org,
+                    entry.id,
+                    entry.user_principal_name,
+                    entry.mail,
+                    entry.display_name,
+                    entry.text,
+                    entry.hash,
+                    1 if entry.account_enabled else 0,
+                    entry.user_type,
+                    round_id,
+                    stamp,
+                )
+                continue
+            person = entry.person
+            person_json, person_hash = canonical(person)
             upserts[entry.id] = (
                 org,
                 entry.id,
-                entry.person.user_principal_name,
-                entry.person.mail,
-                entry.person.display_name,
+                person.user_principal_name,
+                person.mail,
+                person.display_name,
                 person_json,
-                content_hash(person_json),
+                person_hash,
                 1 if entry.account_enabled else 0,
                 entry.user_type,
                 round_id,
@@ -671,12 +689,18 @@ class State:
         photo_etag: str | None = None,
         source: str | None = None,
     ) -> None:
+        """Record a published card. Its ``hash`` is the hash of the mirror row it was
+        made from (the row of ``user_id`` in the ``source`` organization, read in the
+        same run), so planning compares the two to find cards that are current; a
+        card without a mirror row gets the hash of its canonical person."""
         person_json = person_to_json(person)
         stamp = now()
+        source = source or org
         self.db.execute(
             "INSERT INTO cards (org, user_id, card_id, url, hash, fingerprint, active, "
             "display_name, upn, person, files, created_at, updated_at, photo_etag, source) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "VALUES (?, ?, ?, ?, coalesce((SELECT hash FROM users WHERE org = ? AND id = ?), ?), "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (org, user_id) DO UPDATE SET card_id = excluded.card_id, "
             "url = excluded.url, hash = excluded.hash, fingerprint = excluded.fingerprint, "
             "active = excluded.active, display_name = excluded.display_name, "
@@ -687,6 +711,8 @@ class State:
                 user_id,
                 card_id,
                 url,
+                source,
+                user_id,
                 content_hash(person_json),
                 fingerprint,
                 1 if active else 0,
@@ -697,7 +723,7 @@ class State:
                 stamp,
                 stamp,
                 photo_etag,
-                source or org,
+                source,
             ],
         )
 
@@ -806,7 +832,7 @@ def _mirror_from_row(row: Any, in_scope: bool = True) -> MirrorUser:
     return MirrorUser(
         org=row[0],
         id=row[1],
-        person=person_from_json(row[2]),
+        person=stored_person(row[2]),
         hash=row[3],
         account_enabled=bool(row[4]),
         user_type=row[5],

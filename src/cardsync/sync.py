@@ -23,7 +23,7 @@ from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
 from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError, UsageError
-from .models import DeltaPage, DirectoryUser
+from .models import DeltaPage, DirectoryUser, Removal
 from .planner import Action, ActionRecord, PlanContext, record
 from .plans import Plan
 from .scope import in_scope_sql
@@ -278,7 +278,7 @@ class Syncer:
         for group in _grouped(pages, INGEST_BATCH):
             with self.state.transaction():
                 for page in group:
-                    changed.update(e.id for e in page.entries if isinstance(e, DirectoryUser))
+                    changed.update(e.id for e in page.entries if not isinstance(e, Removal))
                     users, removals = self.state.ingest(org.slug, page.entries, round_id)
                     outcome.pulled += users
                     outcome.removals += removals

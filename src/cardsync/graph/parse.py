@@ -11,13 +11,15 @@ become U+FFFD.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ..errors import GraphError
-from ..models import CARD_FIELDS, DeltaPage, DirectoryUser, Person, Removal
+from ..models import CARD_FIELDS, DeltaPage, DirectoryUser, GraphUser, Person, Removal
 
 log = logging.getLogger("cardsync.graph")
 
@@ -47,27 +49,10 @@ def parse_delta_page_counted(raw: bytes | str) -> tuple[DeltaPage, int]:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise GraphError(
-            f"Microsoft Graph sent a users/delta page that is not valid JSON ({exc})",
-            "this is usually a proxy or gateway answering instead of Graph; run again",
-        ) from exc
+        raise _not_json(exc) from exc
     if not isinstance(doc, dict):
         raise GraphError("Microsoft Graph sent a users/delta page that is not a JSON object")
-
-    next_link = _link(doc.get("@odata.nextLink"))
-    delta_link = _link(doc.get("@odata.deltaLink"))
-    if next_link is None and delta_link is None:
-        raise GraphError(
-            "Microsoft Graph sent a users/delta page with neither @odata.nextLink nor "
-            "@odata.deltaLink, so the round cannot continue",
-            "run again; if it persists, the response is not from Graph",
-        )
-    if next_link is not None and delta_link is not None:
-        # Graph never sends both. Following the nextLink is safe; saving a deltaLink
-        # too early would lose the rest of the round.
-        log.warning("users/delta page carries both nextLink and deltaLink; following nextLink")
-        delta_link = None
-
+    next_link, delta_link = _links(doc.get("@odata.nextLink"), doc.get("@odata.deltaLink"))
     values = doc.get("value", [])
     if values is None:
         values = []
@@ -125,13 +110,15 @@ def _entry(obj: Any, fix: Any) -> DirectoryUser | Removal | None:
     phones = get("businessPhones")
     if phones:
         fields["business_phones"] = _phones(phones, fix)
+    enabled = _enabled(get("accountEnabled"))
+    return DirectoryUser(uid, Person(**fields), enabled, _user_type(get, fix))
 
+
+def _user_type(get: Callable[[str], Any], fix: Callable[[str], str] | None) -> str:
     user_type = get("userType")
     if type(user_type) is not str or not user_type:
-        user_type = "Member"
-    elif fix is not None:
-        user_type = fix(user_type)
-    return DirectoryUser(uid, Person(**fields), _enabled(get("accountEnabled")), user_type)
+        return "Member"
+    return fix(user_type) if fix is not None else user_type
 
 
 def _coerce_text(value: Any) -> str:
@@ -183,3 +170,196 @@ def _has_surrogate_escape(raw: bytes | str) -> bool:
 
 def _fix_surrogates(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+# -- users/delta pages read for storing: GraphUser, no Person ---------------------------
+
+_SCAN = json.JSONDecoder().scan_once
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class PageReader:
+    """Reads a users/delta page for the directory mirror, entry by entry.
+
+    Each user becomes a :class:`~cardsync.models.GraphUser` that keeps its object's
+    JSON text exactly as Graph sent it: storing a user costs one pass of the JSON
+    scanner, no Person and no re-encoding. Iterate :meth:`entries` to the end, then
+    read :attr:`next_link`, :attr:`delta_link` and :attr:`skipped`. The same checks
+    as :func:`parse_delta_page` apply, with the same errors.
+    """
+
+    def __init__(self, raw: bytes | str) -> None:
+        try:
+            self._text = raw if isinstance(raw, str) else raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_json(exc) from exc
+        self._fix = _fix_surrogates if _has_surrogate_escape(raw) else None
+        self.next_link: str | None = None
+        self.delta_link: str | None = None
+        self.skipped = 0
+
+    def entries(self) -> Iterator[GraphUser | Removal]:
+        s = self._text
+        try:
+            at = _WS.match(s, 0).end()  # type: ignore[union-attr]
+            if s[at : at + 1] != "{":
+                raise GraphError(
+                    "Microsoft Graph sent a users/delta page that is not a JSON object"
+                )
+            at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+            links: dict[str, Any] = {}
+            if s[at] == "}":
+                at += 1
+            else:
+                while True:
+                    if s[at] != '"':
+                        _fail(s, at)
+                    key, at = _scan(s, at)
+                    at = _WS.match(s, at).end()  # type: ignore[union-attr]
+                    if s[at] != ":":
+                        _fail(s, at)
+                    at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+                    if key == "value" and s[at] == "[":
+                        at = yield from self._values(s, at)
+                    else:
+                        value, at = _scan(s, at)
+                        if key == "value" and value is not None:
+                            raise GraphError(
+                                "Microsoft Graph sent a users/delta page whose 'value' "
+                                "is not a list"
+                            )
+                        links[key] = value
+                    at = _WS.match(s, at).end()  # type: ignore[union-attr]
+                    if s[at] == "}":
+                        at += 1
+                        break
+                    if s[at] != ",":
+                        _fail(s, at)
+                    at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+            if s[_WS.match(s, at).end() :]:  # type: ignore[union-attr]
+                _fail(s, at)
+        except (IndexError, ValueError) as exc:
+            raise _not_json(exc) from None
+        self.next_link, self.delta_link = _links(
+            links.get("@odata.nextLink"), links.get("@odata.deltaLink")
+        )
+        if self.skipped:
+            log.warning("skipped %d users/delta entries without a valid id", self.skipped)
+
+    def _values(self, s: str, at: int) -> Generator[GraphUser | Removal, None, int]:
+        """The entries of the ``value`` array starting at ``s[at] == "["``; returns
+        the index after its closing bracket."""
+        fix = self._fix
+        at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+        if s[at] == "]":
+            return at + 1
+        while True:
+            obj, end = _scan(s, at)
+            entry = _graph_entry(obj, s, at, end, fix)
+            if entry is None:
+                self.skipped += 1
+            else:
+                yield entry
+            at = _WS.match(s, end).end()  # type: ignore[union-attr]
+            if s[at] == "]":
+                return at + 1
+            if s[at] != ",":
+                _fail(s, at)
+            at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+
+
+def parse_delta_page_raw(raw: bytes | str) -> tuple[DeltaPage, int]:
+    """A whole page read with :class:`PageReader`: GraphUser and Removal entries, and
+    how many entries were skipped."""
+    reader = PageReader(raw)
+    entries = tuple(reader.entries())
+    page = DeltaPage(entries, next_link=reader.next_link, delta_link=reader.delta_link)
+    return page, reader.skipped
+
+
+def person_from_graph(text: str) -> Person:
+    """The Person of a user object's JSON text (a GraphUser's, or a mirror row's)."""
+    return person_from_graph_object(json.loads(text), text)
+
+
+def person_from_graph_object(obj: dict[str, Any], text: str) -> Person:
+    """The Person of a parsed user object whose JSON text is ``text``."""
+    fix = _fix_surrogates if _has_surrogate_escape(text) else None
+    entry = _entry({**obj, "id": _ANY_ID, "@removed": None}, fix)
+    assert isinstance(entry, DirectoryUser)
+    return entry.person
+
+
+_ANY_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def _graph_entry(
+    obj: Any, s: str, start: int, end: int, fix: Callable[[str], str] | None
+) -> GraphUser | Removal | None:
+    if type(obj) is not dict:
+        return None
+    get = obj.get
+    uid = get("id")
+    if type(uid) is not str or not _ID.fullmatch(uid):
+        return None
+    removed = get("@removed")
+    if removed is not None:
+        reason = removed.get("reason") if type(removed) is dict else None
+        return Removal(uid, reason if reason in _REMOVAL_REASONS else "changed")
+    text = s[start:end]
+    return GraphUser(
+        uid,
+        text,
+        hashlib.sha256(text.encode()).hexdigest()[:20],
+        _column(get("userPrincipalName"), fix),
+        _column(get("mail"), fix),
+        _column(get("displayName"), fix),
+        _enabled(get("accountEnabled")),
+        _user_type(get, fix),
+    )
+
+
+def _column(value: Any, fix: Callable[[str], str] | None) -> str:
+    """A text property as the Person built from the same object holds it."""
+    if value is None:
+        return ""
+    if type(value) is not str:
+        value = _coerce_text(value)
+    return fix(value) if fix is not None else value
+
+
+def _links(next_value: Any, delta_value: Any) -> tuple[str | None, str | None]:
+    next_link = _link(next_value)
+    delta_link = _link(delta_value)
+    if next_link is None and delta_link is None:
+        raise GraphError(
+            "Microsoft Graph sent a users/delta page with neither @odata.nextLink nor "
+            "@odata.deltaLink, so the round cannot continue",
+            "run again; if it persists, the response is not from Graph",
+        )
+    if next_link is not None and delta_link is not None:
+        # Graph never sends both. Following the nextLink is safe; saving a deltaLink
+        # too early would lose the rest of the round.
+        log.warning("users/delta page carries both nextLink and deltaLink; following nextLink")
+        delta_link = None
+    return next_link, delta_link
+
+
+def _not_json(exc: BaseException) -> GraphError:
+    return GraphError(
+        f"Microsoft Graph sent a users/delta page that is not valid JSON ({exc})",
+        "this is usually a proxy or gateway answering instead of Graph; run again",
+    )
+
+
+def _scan(s: str, at: int) -> tuple[Any, int]:
+    """One JSON value at ``s[at]``: (value, index after it)."""
+    try:
+        return _SCAN(s, at)  # type: ignore[no-any-return]
+    except StopIteration:  # the scanner's way of saying "no value here"
+        _fail(s, at)
+        raise  # unreachable
+
+
+def _fail(s: str, at: int) -> Any:
+    raise ValueError(f"unexpected {s[at : at + 1]!r} at char {at}")

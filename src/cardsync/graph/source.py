@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
+import queue
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
@@ -21,14 +23,22 @@ from urllib.parse import quote, urlsplit
 
 from ..config import EntraConfig
 from ..errors import DeltaExpiredError, GraphError
-from ..models import DELTA_SELECT, DeltaPage, DirectoryUser
+from ..models import DELTA_SELECT, DeltaPage, DirectoryUser, GraphUser, Removal
 from .client import GraphClient, Stats
 from .errors import same_origin, status_of
-from .parse import parse_delta_page_counted, parse_user
+from .parse import PageReader, parse_user
 from .scope import Assignment, MembershipRound, ScopeReader
 
 T = TypeVar("T")
 _SELECT = ",".join(DELTA_SELECT)
+log = logging.getLogger("cardsync.graph")
+
+# Parsed pages a round may hold ahead of its caller (each ~200 users).
+PREFETCH_PAGES = 4
+# Entries parsed between two turns of the event loop, so that the request for the next
+# page goes out (and its answer comes in) while a page is being parsed.
+PARSE_SLICE = 25
+_NEXT_LINK = b'"@odata.nextLink":"'
 
 
 class _LoopThread:
@@ -130,21 +140,57 @@ class GraphSource:
                 f"the stored deltaLink is not a users/delta link of {self.entra.graph_url}"
             )
         url = self.first_delta_url() if link is None else link
-        pending: concurrent.futures.Future[DeltaPage] | None = self._loop.submit(
-            self._fetch_page(url, stored=link is not None)
-        )
+        feed = _Feed(self._loop.loop, PREFETCH_PAGES)
+        producer = self._loop.submit(self._produce(url, link is not None, feed))
         try:
-            while pending is not None:
-                page = pending.result()
-                pending = None
-                if page.next_link is not None:
-                    pending = self._loop.submit(self._fetch_page(page.next_link))
-                yield page
+            while True:
+                item = feed.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
-            if pending is not None:
-                pending.cancel()
+            producer.cancel()  # the caller stopped early: stop fetching too
 
-    async def _fetch_page(self, url: str, *, stored: bool = False) -> DeltaPage:
+    async def _produce(self, url: str, stored: bool, feed: _Feed) -> None:
+        """Fetch and parse a whole round into ``feed``, then None (or the exception).
+
+        Only one request is ever in flight, as in a plain loop, but the next one goes
+        out before this page is parsed: its link is read from the raw bytes first
+        (:func:`_next_link_hint`), and checked against the parsed page. So Graph works
+        on page N+1 while this thread parses page N and the caller stores page N-1.
+        """
+        ahead: asyncio.Future[bytes] | None = None
+        try:
+            body = await self._fetch_body(url, stored=stored)
+            while True:
+                hint = _next_link_hint(body)
+                if hint is not None and _is_delta_link(hint, self.entra.graph_url):
+                    ahead = asyncio.ensure_future(self._fetch_body(hint))
+                else:
+                    hint = None
+                page = await self._parse(body)
+                if page.next_link != hint:
+                    # Never seen from Graph (its links are plain JSON strings); the
+                    # parsed page decides.
+                    await _discard(ahead)
+                    ahead = None
+                    if page.next_link is not None:
+                        ahead = asyncio.ensure_future(self._fetch_body(page.next_link))
+                await feed.put(page)
+                if ahead is None:
+                    break
+                body, ahead = await ahead, None
+            feed.close(None)
+        except asyncio.CancelledError:
+            await _discard(ahead)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            await _discard(ahead)
+            feed.close(exc)
+
+    async def _fetch_body(self, url: str, *, stored: bool = False) -> bytes:
         if not _is_delta_link(url, self.entra.graph_url):
             # Following it would send our bearer token to another host.
             raise GraphError(
@@ -169,9 +215,19 @@ class GraphSource:
             raise
         if not body:
             raise GraphError("Microsoft Graph sent an empty users/delta page")
-        page, skipped = parse_delta_page_counted(body)
-        self.stats.skipped_entries += skipped
-        return page
+        return body
+
+    async def _parse(self, body: bytes) -> DeltaPage:
+        """Read a page for the mirror (GraphUser entries: no Person is built), in
+        slices, letting the loop send and receive between them."""
+        reader = PageReader(body)
+        entries: list[DirectoryUser | GraphUser | Removal] = []
+        for entry in reader.entries():
+            entries.append(entry)
+            if len(entries) % PARSE_SLICE == 0:
+                await asyncio.sleep(0)
+        self.stats.skipped_entries += reader.skipped
+        return DeltaPage(tuple(entries), next_link=reader.next_link, delta_link=reader.delta_link)
 
     # -- single objects ----------------------------------------------------------------
 
@@ -262,3 +318,58 @@ def _get_request(url: str) -> Any:
     request.url = url
     request.headers.try_add("Accept", "application/json")
     return request
+
+
+class _Feed:
+    """Pages from the loop thread to the caller's thread: at most ``size`` waiting.
+    The loop side awaits room; the caller's side blocks. ``close`` ends the feed with
+    None (the round is complete) or an exception to raise in the caller's thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._room = asyncio.Semaphore(size)  # used on the loop thread only
+
+    async def put(self, page: DeltaPage) -> None:
+        await self._room.acquire()
+        self._items.put(page)
+
+    def close(self, last: BaseException | None) -> None:
+        self._items.put(last)
+
+    def get(self) -> Any:
+        item = self._items.get()
+        if isinstance(item, DeltaPage):
+            self._loop.call_soon_threadsafe(self._room.release)
+        return item
+
+
+async def _discard(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a request nobody needs any more, and wait until it is gone."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task})  # raises nothing but our own cancellation
+    if not task.cancelled():
+        task.exception()  # finished before the cancel: its failure is not wanted
+
+
+def _next_link_hint(body: bytes) -> str | None:
+    """The page's @odata.nextLink read straight from the raw bytes, before parsing;
+    None when it is not there in the compact form Graph sends. Only a hint: the parsed
+    page is checked against it. (A quote inside a JSON string is always escaped, so
+    these bytes can only be a key.)"""
+    at = body.rfind(_NEXT_LINK)
+    if at < 0:
+        return None
+    start = at + len(_NEXT_LINK)
+    end = body.find(b'"', start)
+    if end < 0:
+        return None
+    raw = body[start:end]
+    if b"\\" in raw:
+        return None  # escaped characters: let the parser decode it
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
