@@ -4,11 +4,11 @@
 
 Pulls one full users/delta round for the first organization of CONFIG into a fresh
 state file, exactly as a sync cycle's first step does (cardsync.sync.Syncer's pull:
-msgraph-sdk request adapter with auth and retries, raw JSON parsing into
-DirectoryUser objects, SQLite transactions of ~2,000 users), and prints one JSON line:
-seconds spent importing the SDK, building the client, and pulling (token request
-included), and the users stored. ``--no-store`` only lists and parses (GraphSource.delta),
-to tell the Graph source's share from the state's.
+msgraph-sdk request adapter with auth and retries, each user kept as Graph's JSON text
+(GraphUser), multi-row upserts in one transaction), and prints one JSON line: seconds
+spent importing the SDK, building the client, and pulling (token request included, up
+to the state file closed and checkpointed), and the users stored. ``--no-store`` only
+lists and parses (GraphSource.delta), to tell the Graph source's share from the state's.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def main() -> int:
                 outcome.pulled += len(page.entries)
         else:
             syncer._pull(org, outcome)  # the pull step of a cycle (private: no public seam)
-        pulled = time.perf_counter()
         requests = source.requests_made  # type: ignore[attr-defined]
     finally:
         syncer.close()
-        state.close()
+        state.close()  # the last WAL checkpoint: part of storing
+    pulled = time.perf_counter()
     print(json.dumps({
         "users": outcome.pulled,
         "requests": requests,

@@ -325,7 +325,8 @@ def test_token_is_reused_across_rounds(env: Env) -> None:
 
 
 def test_pages_stream_with_a_bounded_read_ahead(env: Env) -> None:
-    env.tenant.add_users([user_props(i) for i in range(100, 140)])  # 63 users: 13 pages
+    env.tenant.add_users([user_props(i) for i in range(100, 220)])  # 143 users: 29 pages
+    assert 5 * (PREFETCH_PAGES + 3) < 143
     with env.source() as source:
         rounds = source.delta(None)
         first = next(rounds)

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardsync.errors import LockedError, StateError
-from cardsync.models import CARD_FIELDS, DirectoryUser, Person, Removal
-from cardsync.state import lock_for, open_state, person_to_json
+from cardsync.graph.parse import parse_delta_page_raw
+from cardsync.models import CARD_FIELDS, DirectoryUser, GraphUser, Person, Removal
+from cardsync.state import content_hash, lock_for, open_state, person_to_json
 
 
 def du(uid: str, name: str = "Ada", enabled: bool = True) -> DirectoryUser:
@@ -172,3 +173,105 @@ def test_person_json_is_canonical(person):
             data[attr] = list(value) if isinstance(value, tuple) else value
     assert person_to_json(person) == json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     assert tuple(Person.__dataclass_fields__) == tuple(CARD_FIELDS.values())
+
+
+def gu(uid: str, name: str = "Ada", enabled: bool = True) -> GraphUser:
+    """A user as the Graph reader keeps it: Graph's JSON text of the object."""
+    body = json.dumps({"@odata.deltaLink": "https://g/v1.0/users/delta?$deltatoken=x", "value": [
+        {"id": uid, "displayName": name, "userPrincipalName": f"{name.lower()}@x.test",
+         "accountEnabled": enabled},
+    ]}).encode()
+    (user,) = parse_delta_page_raw(body)[0].entries
+    assert isinstance(user, GraphUser)
+    return user
+
+
+ID = "{:08d}-0000-4000-8000-000000000000".format
+
+
+def test_graph_users_are_stored_as_graph_sent_them(state):
+    user = gu(ID(1), "Grace")
+    with state.transaction():
+        assert state.ingest("o", [user]) == (1, 0)
+    row = state.db.execute("SELECT person, hash, upn, display_name FROM users").fetchone()
+    assert row == (user.text, user.hash, "grace@x.test", "Grace")
+    mirrored = state.mirror_user("o", ID(1))
+    assert mirrored.person == user.person and mirrored.person.display_name == "Grace"
+    assert mirrored.hash == user.hash
+
+
+def test_big_ingests_are_written_in_statements_of_many_rows(state, monkeypatch):
+    # Rows go out in multi-row statements; the last entry for an id still wins across
+    # statement boundaries, removals in between apply in order, and the counts add up.
+    monkeypatch.setattr("cardsync.state.UPSERT_ROWS", 3)
+    statements = []
+    state.db.conn.set_trace_callback(statements.append)
+    entries = [gu(ID(i), f"U{i}") for i in range(7)]
+    entries += [gu(ID(1), "Renamed"), Removal(ID(6), "deleted"), gu(ID(8), "Last")]
+    with state.transaction():
+        assert state.ingest("o", entries) == (9, 1)
+    state.db.conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO users")]
+    # 0-2 | 3-5 | 6 and 1 (written before 6's removal) | 8
+    assert [s.count("), (") + 1 for s in inserts] == [3, 3, 2, 1]
+    assert state.mirror_user("o", ID(1)).person.display_name == "Renamed"
+    assert state.mirror_user("o", ID(6)).removed == "deleted"
+    assert state.counts("o")["users"] == 7  # 8 ids, one removed
+
+
+def _steady_index(state) -> bool:
+    return state.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'users_steady'"
+    ).fetchone() is not None
+
+
+def test_a_first_round_builds_the_planning_index_once_at_the_end(state):
+    with state.first_round("o"):
+        assert not _steady_index(state)  # no random index inserts while storing
+        with state.transaction():
+            state.ingest("o", [gu(ID(1))])
+    assert _steady_index(state)
+    with state.first_round("o"):  # the mirror has rows: the index stays
+        assert _steady_index(state)
+    assert _steady_index(state)
+
+
+def test_a_first_round_killed_midway_gets_its_index_back(tmp_path):
+    path = tmp_path / "state.db"
+    script = (
+        "import os, sys\n"
+        "from cardsync.state import open_state\n"
+        "s = open_state(sys.argv[1])\n"
+        "with s.first_round('o'):\n"
+        "    os._exit(9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], check=False)
+    assert done.returncode == 9
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT count(*) FROM sqlite_master WHERE name = 'users_steady'"
+                       ).fetchone() == (0,)
+    raw.close()
+    again = open_state(path)
+    assert _steady_index(again)
+    again.close()
+
+
+def test_ledger_hash_is_the_hash_of_the_mirror_row_it_shows(state):
+    # Planning finds current cards by comparing the two hashes.
+    user = gu(ID(1), "Grace")
+    with state.transaction():
+        state.ingest("o", [user])
+        state.record_card("o", ID(1), "c1", "https://x/o/c1/", user.person, "fp", True, {})
+        state.record_card("o", ID(9), "c9", "https://x/o/c9/", Person(display_name="No row"),
+                          "fp", True, {})
+    hashes = dict(state.db.execute("SELECT user_id, hash FROM cards").fetchall())
+    assert hashes[ID(1)] == user.hash
+    assert hashes[ID(9)] == content_hash(person_to_json(Person(display_name="No row")))
+
+
+def test_bulk_writes_restore_checkpointing(state):
+    with state.bulk_writes():
+        assert state.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        with state.transaction():
+            state.ingest("o", [gu(ID(1))])
+    assert state.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)

@@ -118,11 +118,15 @@ class Removal:
         return self.reason == "deleted"
 
 
+# What a users/delta page holds: users (parsed, or kept as Graph's text) and removals.
+DeltaEntry = DirectoryUser | GraphUser | Removal
+
+
 @dataclass(frozen=True)
 class DeltaPage:
     """One page of users/delta, in the order Graph sent its entries."""
 
-    entries: tuple[DirectoryUser | GraphUser | Removal, ...]
+    entries: tuple[DeltaEntry, ...]
     next_link: str | None = None
     delta_link: str | None = None
 

@@ -23,7 +23,7 @@ from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
 from .errors import CardsyncError, DeltaExpiredError, SafetyLimitError, UsageError
-from .models import DeltaPage, DirectoryUser, Removal
+from .models import DeltaEntry, DeltaPage, DirectoryUser, Removal
 from .planner import Action, ActionRecord, PlanContext, record
 from .plans import Plan
 from .scope import in_scope_sql
@@ -64,7 +64,7 @@ FULL_READ_FLOOR = 0.5
 # Delta pages merged in one transaction: at least this many entries (each commit of a
 # few random-id index pages costs ~4 ms at tenant scale, ~20 s per 100,000 users when
 # every 200-user page commits on its own). A killed pull replays from the stored link.
-INGEST_BATCH = 2_000
+INGEST_BATCH = 100_000
 
 
 class ScopeRefresher(Protocol):
@@ -275,18 +275,8 @@ class Syncer:
             pages = source.delta(None)
         round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
         before = self.state.active_users(org.slug) if round_id else 0
-        for group in _grouped(pages, INGEST_BATCH):
-            with self.state.transaction():
-                for page in group:
-                    changed.update(e.id for e in page.entries if not isinstance(e, Removal))
-                    users, removals = self.state.ingest(org.slug, page.entries, round_id)
-                    outcome.pulled += users
-                    outcome.removals += removals
-                    if page.delta_link is not None:
-                        if round_id is not None:
-                            self._sweep(org, source, round_id)
-                        self.state.save_delta_link(org.slug, page.delta_link)
-            self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
+        with self.state.bulk_writes(), self.state.first_round(org.slug):
+            self._ingest_round(org, source, outcome, pages, round_id, changed)
         if before and len(changed) < before * FULL_READ_FLOOR:
             # An empty or shrunken full read is more likely a permission or scope
             # mistake than a mass departure: hold the deletions it would cause.
@@ -295,6 +285,49 @@ class Syncer:
                 f"a full read returned {len(changed)} users where the state holds {before}",
             )
         return changed
+
+    def _ingest_round(
+        self,
+        org: OrgConfig,
+        source: Source,
+        outcome: OrgOutcome,
+        pages: Iterable[DeltaPage],
+        round_id: str | None,
+        changed: set[str],
+    ) -> None:
+        seen = [0, 0]  # users and removals handed to the state so far, for progress
+        for group in _grouped(pages, INGEST_BATCH):
+            last: list[str] = []
+            stream = self._entries(org, group, changed, last, seen)
+            with self.state.transaction():
+                users, removals = self.state.ingest(org.slug, stream, round_id)
+                outcome.pulled += users
+                outcome.removals += removals
+                if last:
+                    if round_id is not None:
+                        self._sweep(org, source, round_id)
+                    self.state.save_delta_link(org.slug, last[-1])
+            self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
+
+    def _entries(
+        self,
+        org: OrgConfig,
+        pages: Iterator[DeltaPage],
+        changed: set[str],
+        last: list[str],
+        seen: list[int],
+    ) -> Iterator[DeltaEntry]:
+        """The entries of a group of pages as one stream (State.ingest writes it in big
+        statements), noting the ids returned, progress, and the deltaLink in ``last``."""
+        for page in pages:
+            ids = [e.id for e in page.entries if not isinstance(e, Removal)]
+            changed.update(ids)
+            yield from page.entries
+            seen[0] += len(ids)
+            seen[1] += len(page.entries) - len(ids)
+            self.reporter.pulled(org.slug, seen[0], seen[1])
+            if page.delta_link is not None:
+                last.append(page.delta_link)
 
     def _sweep(self, org: OrgConfig, source: Source, round_id: str) -> None:
         """After a full round: users it no longer returned are gone. Deleted items
@@ -447,19 +480,31 @@ class Syncer:
             outcome.result = "partial"
 
 
-def _grouped(pages: Iterable[DeltaPage], entries: int) -> Iterator[list[DeltaPage]]:
+def _grouped(pages: Iterable[DeltaPage], entries: int) -> Iterator[Iterator[DeltaPage]]:
     """Consecutive pages holding at least ``entries`` entries (the last group: the
-    rest). Pages keep streaming: only one group is held at a time."""
-    group: list[DeltaPage] = []
-    held = 0
-    for page in pages:
-        group.append(page)
-        held += len(page.entries)
-        if held >= entries:
-            yield group
-            group, held = [], 0
-    if group:
-        yield group
+    rest), each group itself streamed: a page is handed on as soon as it arrives, so
+    storing it overlaps with fetching the next ones. Consume each group to its end
+    before taking the next."""
+    source = iter(pages)
+    done = False
+
+    def group(first: DeltaPage) -> Iterator[DeltaPage]:
+        nonlocal done
+        held = len(first.entries)
+        yield first
+        while held < entries:
+            page = next(source, None)
+            if page is None:
+                done = True
+                return
+            held += len(page.entries)
+            yield page
+
+    while not done:
+        first = next(source, None)
+        if first is None:
+            return
+        yield group(first)
 
 
 def _first_page_checked(source: Source, link: str | None) -> Iterator[DeltaPage] | None:
