@@ -61,9 +61,11 @@ class PhotoRefresher(Protocol):
 # safety limit, as an empty read does.
 FULL_READ_FLOOR = 0.5
 
-# Delta pages merged in one transaction: at least this many entries (each commit of a
-# few random-id index pages costs ~4 ms at tenant scale, ~20 s per 100,000 users when
-# every 200-user page commits on its own). A killed pull replays from the stored link.
+# Delta pages merged in one transaction: at least this many entries. A commit rewrites
+# most pages of the random-id indexes it touched, so at tenant scale fewer is faster
+# (every 200-user page on its own: ~20 s per 100,000 users; every 2,000: ~0.6 s).
+# Nothing is lost by committing late: the deltaLink is saved with a round's last page
+# only, so a killed pull replays its round from the stored link.
 INGEST_BATCH = 100_000
 
 
@@ -296,6 +298,7 @@ class Syncer:
         changed: set[str],
     ) -> None:
         seen = [0, 0]  # users and removals handed to the state so far, for progress
+        first = self.state.mirror_size(org.slug) == 0  # nobody to sweep after this round
         for group in _grouped(pages, INGEST_BATCH):
             last: list[str] = []
             stream = self._entries(org, group, changed, last, seen)
@@ -304,7 +307,7 @@ class Syncer:
                 outcome.pulled += users
                 outcome.removals += removals
                 if last:
-                    if round_id is not None:
+                    if round_id is not None and not first:
                         self._sweep(org, source, round_id)
                     self.state.save_delta_link(org.slug, last[-1])
             self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
