@@ -260,12 +260,23 @@ class PageReader:
                 self.skipped += 1
             else:
                 yield entry
-            at = _WS.match(s, end).end()  # type: ignore[union-attr]
+            at = _skip_blank(s, end)
             if s[at] == "]":
                 return at + 1
             if s[at] != ",":
                 _fail(s, at)
-            at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+            at = _skip_blank(s, at + 1)
+
+
+def _skip_blank(s: str, at: int) -> int:
+    """The index of the first non-blank character from ``at`` (Graph sends compact
+    JSON, so this is nearly always ``at`` itself)."""
+    if s[at : at + 1] in _BLANK:
+        return _WS.match(s, at).end()  # type: ignore[union-attr]
+    return at
+
+
+_BLANK = frozenset(" \t\n\r")
 
 
 def parse_delta_page_raw(raw: bytes | str) -> tuple[DeltaPage, int]:
