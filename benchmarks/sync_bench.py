@@ -188,7 +188,7 @@ def bench(work: Path, args: argparse.Namespace) -> int:
             sources.append((data["ingest"], data, run))
         fig["source"], data, run = min(sources, key=lambda item: item[0])
         row("cardsync Graph source: list, parse (best of 2)", data["ingest"], run.tree_rss_mb,
-            "msgraph-sdk request adapter, json.loads into DirectoryUser objects")
+            "msgraph-sdk request adapter, users kept as Graph's JSON text")
         ingests = []
         for i in range(2):
             cfg = write_config(work / f"ingest{i}", big)
