@@ -10,8 +10,8 @@ Tables (see ``_MIGRATIONS`` for the exact schema):
 
 Consistency rules that make crashes harmless:
 
-- Mirror changes from delta pages are committed a few pages at a time; the
-  deltaLink is saved in the same transaction as the last page, so a killed run
+- Mirror changes from a delta round are committed in one transaction (per 100,000
+  users); the deltaLink is saved in the same transaction as the last page, so a killed run
   restarts from the old link and replays the pages (replays are idempotent).
 - Ledger rows are written only after the backend succeeded and made the batch of
   actions durable (``flush``), one transaction per batch, so a killed apply is
@@ -359,9 +359,9 @@ class State:
 
     @contextlib.contextmanager
     def bulk_writes(self) -> Iterator[None]:
-        """Many write transactions in a row (a delta round): the WAL is copied back
-        into the database once at the end instead of every ~4 MB, each copy being a
-        pass over random index pages and two fsyncs. Committed transactions are as
+        """Writing a delta round: the WAL is copied back into the database once at the
+        end instead of every ~4 MB, each copy being a pass over random index pages and
+        two fsyncs. Committed transactions are as
         durable as ever (synchronous=NORMAL in WAL mode)."""
         conn = self.db.conn
         conn.execute("PRAGMA wal_autocheckpoint = 0")
