@@ -74,6 +74,16 @@ def test_attribute_change_updates_and_names_the_fields():
     assert "job_title" in action.reason
 
 
+def test_a_new_record_hash_with_the_same_card_fields_refreshes_the_card_once():
+    # e.g. a user provisioned on demand (canonical row), then read by a full round (Graph's
+    # text): the hash differs, no card field does.
+    u = user()
+    card = dataclasses.replace(published(u), hash="from-an-older-record")
+    action = plan_user(RULES, u, card)
+    assert isinstance(action, UpdateCard)
+    assert (action.reason, action.changed) == ("directory record changed", ())
+
+
 def test_template_change_republishes():
     u = user()
     action = plan_user(RULES, u, published(u, fingerprint="old"))

@@ -352,9 +352,11 @@ def _refresh(ctx: PlanContext, user: MirrorUser, card: LedgerCard) -> Action | N
         return ReactivateCard(card.org, user.id, upn, "active in Entra ID again", new)
     if card.hash != user.hash:
         changed = changed_fields(card.person, user.person)
-        return UpdateCard(
-            card.org, user.id, upn, "profile changed: " + ", ".join(changed), new, changed
-        )
+        # No card field changed: the user's directory record did in another way (how
+        # Graph wrote it, or a row stored before by provisioning on demand). The card is
+        # made again once, and the ledger then holds the new hash.
+        reason = "profile changed: " + ", ".join(changed) if changed else "directory record changed"
+        return UpdateCard(card.org, user.id, upn, reason, new, changed)
     photo_etag = user.photo.etag if user.photo else None
     if card.photo_etag != photo_etag:
         what = "changed"
