@@ -583,13 +583,18 @@ def test_batch_items_are_throttled_one_by_one(graph: Graph, people: list[str]) -
 
 def test_requests_are_recorded(graph: Graph, people: list[str]) -> None:
     graph.emu.clear_requests()
-    graph.get("/users/delta", params={"$select": "displayName"})
+    graph.get("/users/delta", params={"$select": "displayName"},
+              headers={"client-request-id": "r-1", "Prefer": "return=minimal"})
     graph.get("/users/nobody@contoso.com")
     graph.http.get(f"{graph.server.url}/_emulator/users")  # control calls are not recorded
+    agent = {"user-agent": graph.http.headers["User-Agent"]}
     assert graph.emu.requests == [
-        RequestRecord("GET", "/v1.0/users/delta", "$select=displayName", 200),
-        RequestRecord("GET", "/v1.0/users/nobody@contoso.com", "", 404),
+        RequestRecord("GET", "/v1.0/users/delta", "$select=displayName", 200,
+                      {**agent, "client-request-id": "r-1", "prefer": "return=minimal"}),
+        RequestRecord("GET", "/v1.0/users/nobody@contoso.com", "", 404, agent),
     ]
+    # The log keeps what a client says about itself, never its credentials.
+    assert all("authorization" not in r.headers for r in graph.emu.requests)
     assert graph.emu.requests[0].params == {"$select": "displayName"}
     assert graph.emu.stats() == {"users/delta": 1, "users": 1, "status:404": 1}
     graph.emu.clear_requests()

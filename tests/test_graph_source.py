@@ -22,6 +22,7 @@ from cardsync.errors import (
 )
 from cardsync.graph import GraphSource
 from cardsync.graph import source as source_module
+from cardsync.graph.client import IDLE_HANDLERS
 from cardsync.graph.source import PREFETCH_PAGES
 from cardsync.models import DELTA_SELECT, DeltaPage, DirectoryUser, GraphUser, Removal
 
@@ -502,3 +503,22 @@ def test_outside_text_is_redacted(env: Env) -> None:
         assert "***" in error.message  # the text was used, minus the credentials
         assert secret not in str(error)
         assert "abc.def.ghi" not in str(error)
+
+
+def test_requests_go_through_the_sdk_middleware_that_matters(env: Env) -> None:
+    # cardsync drops four SDK handlers that do nothing for its requests (IDLE_HANDLERS);
+    # the ones that matter stay: redirects, retries, the SDK's user agent and telemetry.
+    with env.source() as source:
+        drain(source, None)
+        handler = source._client._http._transport.pipeline._first_middleware
+        chain = []
+        while handler is not None:
+            chain.append(type(handler).__name__)
+            handler = getattr(handler, "next", None)
+    delta = env.records("users/delta")
+    assert delta
+    # (Telemetry headers go to Microsoft's Graph hosts only, never to the emulator.)
+    assert all("kiota-python/" in r.headers["user-agent"] for r in delta)
+    kept = {"RedirectHandler", "RetryHandler", "UserAgentHandler", "GraphTelemetryHandler"}
+    assert kept <= set(chain)
+    assert not IDLE_HANDLERS & set(chain)

@@ -10,7 +10,7 @@ from . import batch, control, graph, login
 from .directory import Tenant
 from .faults import Faults
 from .login import Grants
-from .recorder import RequestLog, RequestRecord
+from .recorder import RECORDED_HEADERS, RequestLog, RequestRecord
 from .server import EmulatorServer
 from .wire import Request, Response
 
@@ -81,5 +81,8 @@ class GraphEmulator:
         else:
             response = login.handle(self, request)
         query = unquote(request.raw_query)
-        self._log.add(RequestRecord(request.method, request.path, query, response.status))
+        headers = {k: v for k, v in request.headers.items() if k in RECORDED_HEADERS}
+        self._log.add(
+            RequestRecord(request.method, request.path, query, response.status, headers)
+        )
         return response

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+# Request headers the log keeps: what a client says about itself. Never credentials.
+RECORDED_HEADERS = ("user-agent", "client-request-id", "sdkversion", "prefer")
 
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One answered request. ``path`` and ``query`` are percent-decoded."""
+    """One answered request. ``path`` and ``query`` are percent-decoded; ``headers``
+    holds the :data:`RECORDED_HEADERS` the request had (lower-cased names)."""
 
     method: str
     path: str
     query: str
     status: int
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, str]:
