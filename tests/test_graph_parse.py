@@ -302,6 +302,14 @@ def test_malformed_json_is_a_graph_error(raw: bytes, parser: Any) -> None:
         parser(raw)
 
 
+def test_a_page_with_two_value_lists_is_refused_by_the_raw_reader() -> None:
+    # json.loads keeps the last list; the raw reader hands entries on as it reads them,
+    # so it refuses the page instead (Graph never sends one).
+    raw = b'{"value":[],"value":[],"@odata.deltaLink":"' + DELTA.encode() + b'"}'
+    with pytest.raises(GraphError, match="two 'value' lists"):
+        parse_delta_page_raw(raw)
+
+
 @pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
 def test_missing_both_links_is_a_graph_error(parser: Any) -> None:
     with pytest.raises(GraphError, match="neither @odata.nextLink nor @odata.deltaLink"):

@@ -219,6 +219,12 @@ class PageReader:
                     if s[at] != ":":
                         _fail(s, at)
                     at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+                    if key == "value":
+                        if "value" in links:  # entries already handed on: refuse
+                            raise GraphError(
+                                "Microsoft Graph sent a users/delta page with two 'value' lists"
+                            )
+                        links["value"] = None
                     if key == "value" and s[at] == "[":
                         at = yield from self._values(s, at)
                     else:
