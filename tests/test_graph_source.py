@@ -5,6 +5,7 @@ REQUESTS_CA_BUNDLE)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from cardsync.errors import (
     AuthError,
     ConsentError,
     DeltaExpiredError,
+    GraphError,
     ThrottledError,
     UnreachableError,
 )
@@ -522,3 +524,30 @@ def test_requests_go_through_the_sdk_middleware_that_matters(env: Env) -> None:
     kept = {"RedirectHandler", "RetryHandler", "UserAgentHandler", "GraphTelemetryHandler"}
     assert kept <= set(chain)
     assert not IDLE_HANDLERS & set(chain)
+
+
+def test_closing_the_source_mid_round_wakes_the_reader(env: Env) -> None:
+    # The daemon closes its sources when it stops, maybe while a cycle's thread still
+    # reads a round: that thread must get an error, not wait forever.
+    env.tenant.add_users([user_props(i) for i in range(100, 220)])
+    source = env.source()
+    rounds = source.delta(None)
+    next(rounds)
+    outcome: list[BaseException | None] = []
+
+    def read_on() -> None:
+        try:
+            for _ in rounds:
+                time.sleep(0.05)  # slower than Graph: the round is still going on
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the reader got is the result
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read_on)
+    reader.start()
+    time.sleep(0.2)
+    source.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], GraphError)
+    assert "closed during a sync" in str(outcome[0])

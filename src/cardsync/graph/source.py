@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import queue
@@ -190,6 +191,9 @@ class GraphSource:
                 body, ahead = await ahead, None
             feed.close(None)
         except asyncio.CancelledError:
+            # The caller stopped reading, or the source is being closed under a caller
+            # that still waits (the daemon stopping mid-cycle): wake it either way.
+            feed.close(GraphError("the connection to Microsoft Graph was closed during a sync"))
             await _discard(ahead)
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -345,8 +349,11 @@ class _Feed:
 
     def get(self) -> Any:
         item = self._items.get()
-        if isinstance(item, DeltaPage):
-            self._loop.call_soon_threadsafe(self._room.release)
+        if isinstance(item, DeltaPage) and not self._loop.is_closed():
+            # (A closed loop: the source was closed mid-round and the feed ends with
+            # an error after the pages already read.)
+            with contextlib.suppress(RuntimeError):  # closed since the check
+                self._loop.call_soon_threadsafe(self._room.release)
         return item
 
 
