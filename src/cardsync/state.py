@@ -714,10 +714,6 @@ class State:
             [org, reason, now()],
         )
 
-    def mirror_size(self, org: str) -> int:
-        """Mirror rows of ``org``, removed users included."""
-        return int(self.db.execute("SELECT count(*) FROM users WHERE org = ?", [org]).fetchone()[0])
-
     def active_users(self, org: str) -> int:
         return int(
             self.db.execute(

@@ -277,8 +277,11 @@ class Syncer:
             pages = source.delta(None)
         round_id = uuid.uuid4().hex if outcome.mode != "incremental" else None
         before = self.state.active_users(org.slug) if round_id else 0
+        # A full round sweeps the users it did not return; into an empty mirror there
+        # can be none.
+        sweep = round_id is not None and before > 0
         with self.state.bulk_writes(), self.state.first_round(org.slug):
-            self._ingest_round(org, source, outcome, pages, round_id, changed)
+            self._ingest_round(org, source, outcome, pages, round_id, changed, sweep)
         if before and len(changed) < before * FULL_READ_FLOOR:
             # An empty or shrunken full read is more likely a permission or scope
             # mistake than a mass departure: hold the deletions it would cause.
@@ -296,9 +299,9 @@ class Syncer:
         pages: Iterable[DeltaPage],
         round_id: str | None,
         changed: set[str],
+        sweep: bool,
     ) -> None:
         seen = [0, 0]  # users and removals handed to the state so far, for progress
-        first = self.state.mirror_size(org.slug) == 0  # nobody to sweep after this round
         for group in _grouped(pages, INGEST_BATCH):
             last: list[str] = []
             stream = self._entries(org, group, changed, last, seen)
@@ -307,7 +310,7 @@ class Syncer:
                 outcome.pulled += users
                 outcome.removals += removals
                 if last:
-                    if round_id is not None and not first:
+                    if sweep and round_id is not None:
                         self._sweep(org, source, round_id)
                     self.state.save_delta_link(org.slug, last[-1])
             self.reporter.pulled(org.slug, outcome.pulled, outcome.removals)
