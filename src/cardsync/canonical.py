@@ -1,11 +1,10 @@
-"""The canonical text of a person: what the directory mirror and the cards ledger
-store, and what content hashes are taken over.
+"""The canonical text of a person: what the cards ledger stores for each card, and
+what mirror rows made from a Person (provisioning on demand) hold, with the content
+hash taken over it.
 
 One function of a :class:`~cardsync.models.Person`'s non-empty fields, in their
-declared order (``CARD_FIELDS`` order), as compact JSON with tuples as lists. The
-Graph parser builds the same text straight from a page's field values
-(:func:`encode_fields`), so an initial sync encodes each user once, off the thread
-that writes the state; :func:`person_to_json` gives the identical text for a Person.
+declared order (``CARD_FIELDS`` order), as compact JSON with tuples as lists.
+(Mirror rows from users/delta hold Graph's own text instead: cardsync.graph.parse.)
 """
 
 from __future__ import annotations
@@ -17,13 +16,6 @@ from typing import Any
 from .models import Person
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def encode_fields(fields: dict[str, Any]) -> str:
-    """Canonical JSON of a Person's fields given as a dict: attribute -> non-empty value,
-    in Person's field order (the caller's responsibility; :func:`person_to_json`
-    guarantees it)."""
-    return _ENCODE(fields)
 
 
 def person_to_json(person: Person) -> str:
