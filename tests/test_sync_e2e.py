@@ -11,6 +11,7 @@ import pytest
 
 from cardsync import service
 from cardsync.state import open_state
+from cardsync.sync import describe
 from e2e_support import Graph, start_graph
 
 
@@ -177,3 +178,19 @@ def test_partial_failure_is_retried_next_run(graph, tmp_path):
     assert set(ledger(graph)) == set(ids[1:])
     [again] = service.run(graph.config())
     assert [a.user_id for a in again.actions] == [ids[0]]  # planned again, still failing
+
+
+def test_a_big_run_reports_every_action_from_disk(graph, monkeypatch):
+    # Past SPILL_AT records a run's report lives in a temporary file: every action is
+    # still reported, in order, for a run and for a dry run (whose actions carry cards).
+    monkeypatch.setattr("cardsync.actionlog.SPILL_AT", 3)
+    ids = graph.add_sample(8)
+    config = graph.config()
+    [dry] = service.run(config, dry_run=True)
+    assert len(dry.actions._head) == 3 and len(dry.actions) == 8
+    assert {a.card.user_id for a in dry.actions} == set(ids)
+    [outcome] = service.run(config)
+    assert outcome.result == "success" and len(outcome.actions._head) == 3
+    assert sorted(a.user_id for a in outcome.actions) == sorted(ids)
+    assert outcome.counts()["create_card"] == 8
+    assert [describe(a)["action"] for a in outcome.actions] == ["create_card"] * 8

@@ -151,12 +151,13 @@ def diff(
 ) -> None:
     """Show what the next run would change, without changing anything."""
     from . import output, service
+    from .actionlog import Chained
     from .sync import describe, exit_code
 
     config = ctx.obj.config()
     reporter = output.PlainReporter() if not output.is_terminal() else None
     outcomes = service.run(config, dry_run=True, orgs=org, reporter=reporter)
-    actions = [a for o in outcomes for a in o.actions]
+    actions = Chained(o.actions for o in outcomes)  # (read from disk past a few thousand)
     if json_out:
         output.print_json([describe(a) for a in actions])
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from .planner import Action, ActionRecord
@@ -112,9 +112,10 @@ def render_outcomes(outcomes: Sequence[OrgOutcome], stream: Any = None) -> None:
                 stream.write(f"[{outcome.org}] hint: {outcome.error.hint}\n")
         for note in outcome.notes:
             stream.write(f"[{outcome.org}] {note}\n")
-        for action in outcome.actions:
-            if action.kind == "hold":
-                stream.write(f"[{outcome.org}] held back: {action.reason}\n")
+        if outcome.actions.count("hold"):
+            for action in outcome.actions:
+                if action.kind == "hold":
+                    stream.write(f"[{outcome.org}] held back: {action.reason}\n")
         if outcome.report is not None:
             for action, message in outcome.report.failures:
                 stream.write(
@@ -123,7 +124,7 @@ def render_outcomes(outcomes: Sequence[OrgOutcome], stream: Any = None) -> None:
                 )
 
 
-def render_plan(actions: Sequence[Action | ActionRecord]) -> None:
+def render_plan(actions: Collection[Action | ActionRecord]) -> None:
     if not actions:
         sys.stdout.write("No changes.\n")
         return

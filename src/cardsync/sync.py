@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import backends, plans
+from .actionlog import ActionLog
 from .apply import Applier, ApplyReport
 from .backends import Backend
 from .config import Config, OrgConfig
@@ -99,18 +100,19 @@ class Reporter:
 class OrgOutcome:
     """What a cycle did for one organization. ``actions`` is the plan, in order: for a
     dry run the actions themselves (the plan is the answer), for a run an
-    :class:`~cardsync.planner.ActionRecord` of each (no card content, so a run over a
-    whole tenant does not keep every card in memory)."""
+    :class:`~cardsync.planner.ActionRecord` of each (no card content). Both lists are
+    :class:`~cardsync.actionlog.ActionLog` objects, which keep all but the first few
+    thousand on disk: a run over a whole tenant does not hold a record per user."""
 
     org: str
     result: str = "success"  # success | partial | refused | failed
     mode: str = "incremental"  # initial | incremental | resync
-    actions: list[Action | ActionRecord] = field(default_factory=list)
+    actions: ActionLog = field(default_factory=ActionLog)
     report: ApplyReport | None = None
     pulled: int = 0
     removals: int = 0
     error: CardsyncError | None = None
-    refused: list[Action | ActionRecord] = field(default_factory=list)  # held back
+    refused: ActionLog = field(default_factory=ActionLog)  # held back
     notes: list[str] = field(default_factory=list)  # e.g. seat limits reached
 
     def counts(self) -> dict[str, int]:
@@ -119,8 +121,8 @@ class OrgOutcome:
             counts.update(self.report.done)
             counts["failed"] = len(self.report.failures)
         for kind in ("hold", "wait"):
-            if any(a.kind == kind for a in self.actions):
-                counts[kind] = sum(1 for a in self.actions if a.kind == kind)
+            if self.actions.count(kind):
+                counts[kind] = self.actions.count(kind)
         if self.refused:
             counts["refused"] = len(self.refused)
         return counts
@@ -220,7 +222,9 @@ class Syncer:
                 outcome.result,
                 outcome.counts(),
                 outcome.error.message if outcome.error else None,
-                holds=[describe(a) for a in outcome.actions if a.kind == "hold"],
+                holds=[describe(a) for a in outcome.actions if a.kind == "hold"]
+                if outcome.actions.count("hold")
+                else [],
             )
         return outcome
 
@@ -471,9 +475,9 @@ class Syncer:
         return PublishPool.start(self.workers, count) if count else None
 
     def _note_waits(self, outcome: OrgOutcome) -> None:
-        waits = [a for a in outcome.actions if a.kind == "wait"]
-        if not waits:
+        if not outcome.actions.count("wait"):
             return
+        waits = [a for a in outcome.actions if a.kind == "wait"]
         by_org: dict[str, int] = {}
         for a in waits:
             by_org[a.org] = by_org.get(a.org, 0) + 1
