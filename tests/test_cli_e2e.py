@@ -48,6 +48,27 @@ def test_run_status_and_cards_list_json(graph):
             assert os.path.isabs(path) and os.path.exists(path)
 
 
+def test_run_json_reports_every_action(graph):
+    ids = graph.add_sample(4)
+    proc = graph.cli("run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [org] = json.loads(proc.stdout)
+    assert (org["org"], org["result"], org["mode"], org["error"]) == (
+        "contoso", "success", "initial", None
+    )
+    assert org["counts"]["create_card"] == 4
+    assert sorted(a["user_id"] for a in org["actions"]) == sorted(ids)
+    assert all(a["action"] == "create_card" and a["card_id"] for a in org["actions"])
+    graph.tenant.update_user(ids[0], jobTitle="JSON Officer")
+    [again] = json.loads(graph.cli("run", "--json").stdout)
+    assert again["mode"] == "incremental"
+    assert [(a["action"], a["user_id"], a["changed"]) for a in again["actions"]] == [
+        ("update_card", ids[0], ["job_title"])
+    ]
+    [idle] = json.loads(graph.cli("run", "--json").stdout)
+    assert idle["actions"] == []
+
+
 def test_diff_changes_nothing_and_reports_actions(graph):
     ids = graph.add_sample(5)
     assert graph.cli("run").returncode == 0

@@ -130,7 +130,7 @@ def run(
                     "counts": o.counts(),
                     "error": o.error.message if o.error else None,
                     "notes": o.notes,
-                    "actions": [describe(a) for a in o.actions],
+                    "actions": output.JsonArray(describe(a) for a in o.actions),
                 }
                 for o in outcomes
             ]
@@ -159,7 +159,7 @@ def diff(
     outcomes = service.run(config, dry_run=True, orgs=org, reporter=reporter)
     actions = Chained(o.actions for o in outcomes)  # (read from disk past a few thousand)
     if json_out:
-        output.print_json([describe(a) for a in actions])
+        output.print_json(output.JsonArray(describe(a) for a in actions))
     else:
         output.render_plan(actions)
     for o in outcomes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from .planner import Action, ActionRecord
@@ -16,8 +16,42 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+class JsonArray:
+    """A JSON array that :func:`print_json` writes item by item as ``items`` yields
+    them: a run's list of every action is never built whole."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+
+
+def print_json(data: Any, stream: Any = None) -> None:
+    """``data`` as ``json.dumps(data, indent=2, ensure_ascii=False)`` would write it,
+    piece by piece; :class:`JsonArray` values are streamed."""
+    stream = stream or sys.stdout
+    _write_json(stream, data, "")
+    stream.write("\n")
+
+
+def _write_json(stream: Any, value: Any, pad: str) -> None:
+    if isinstance(value, dict):
+        items: Iterable[tuple[str | None, Any]] = value.items()
+        opening, closing = "{", "}"
+    elif isinstance(value, list | tuple | JsonArray):
+        items = ((None, v) for v in (value.items if isinstance(value, JsonArray) else value))
+        opening, closing = "[", "]"
+    else:
+        stream.write(json.dumps(value, ensure_ascii=False))
+        return
+    inner = pad + "  "
+    empty = True
+    for key, item in items:
+        stream.write(f"{opening}\n{inner}" if empty else f",\n{inner}")
+        empty = False
+        if key is not None:
+            name = key if isinstance(key, str) else json.dumps(key)  # as json.dumps does
+            stream.write(json.dumps(name, ensure_ascii=False) + ": ")
+        _write_json(stream, item, inner)
+    stream.write(opening + closing if empty else f"\n{pad}{closing}")
 
 
 class PlainReporter(Reporter):
