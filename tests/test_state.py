@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given
@@ -275,3 +276,21 @@ def test_bulk_writes_restore_checkpointing(state):
         with state.transaction():
             state.ingest("o", [gu(ID(1))])
     assert state.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+
+
+def test_the_state_opens_at_once_while_a_first_round_is_being_written(tmp_path):
+    # `cardsync status` during an initial sync: the round holds the write lock with the
+    # planning index dropped; opening the state must neither wait for it nor fail.
+    path = tmp_path / "state.db"
+    writer = open_state(path)
+    with writer.first_round("o"):
+        writer.db.begin()
+        writer.ingest("o", [gu(ID(1))])
+        started = time.monotonic()
+        reader = open_state(path)
+        assert time.monotonic() - started < 2
+        assert reader.counts("o")["users"] == 0  # the round is not committed yet
+        reader.close()
+        writer.db.commit()
+    assert _steady_index(writer)
+    writer.close()

@@ -51,6 +51,7 @@ SCHEMA_NAME = "cardsync"
 # pages it just wrote. 64 MiB measured no faster and stays in the process's RSS.
 CACHE_KIB = 16_384
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, outside bulk writes
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another writer
 UPSERT_ROWS = 2048  # mirror rows per statement at most (see State._flush_upserts)
 # The planning index over the mirror (migration 005). A first full round into an empty
 # mirror is stored without it and builds it once at the end (State.first_round):
@@ -937,14 +938,14 @@ def open_state(path: Path) -> State:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
         db = Database(conn, execute_plugins=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.execute("PRAGMA foreign_keys=ON")
         _migrations().apply(db)
-        db.execute(STEADY_INDEX)  # (see STEADY_INDEX: a killed first round leaves none)
+        _restore_steady_index(conn)
     except sqlite3.DatabaseError as exc:
         raise StateError(
             f"the state file {path} is not a usable cardsync database ({exc})",
@@ -956,6 +957,25 @@ def open_state(path: Path) -> State:
             "check [state] path and the folder's permissions",
         ) from exc
     return State(db, path)
+
+
+def _restore_steady_index(conn: sqlite3.Connection) -> None:
+    """Build the planning index if a first round was killed before it could (see
+    STEADY_INDEX). A first round still being written holds the write lock, and builds
+    the index itself when done: then leave it, at once."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'users_steady'"
+    ).fetchone()
+    if exists:
+        return
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute(STEADY_INDEX)
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def lock_for(state_path: Path) -> Lock:
