@@ -69,6 +69,24 @@ def test_run_json_reports_every_action(graph):
     assert idle["actions"] == []
 
 
+def test_diff_before_the_first_run_plans_everything_and_keeps_nothing(graph):
+    # A first round into an empty mirror drops the planning index while it stores; in a
+    # dry run all of that is rolled back, the index included.
+    ids = graph.add_sample(4)
+    proc = graph.cli("diff", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(a["user_id"] for a in json.loads(proc.stdout)) == sorted(ids)
+    with sqlite3.connect(graph.dir / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM users").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM cursors WHERE delta_link IS NOT NULL"
+                          ).fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'users_steady'"
+                          ).fetchone() == (1,)
+    assert not (graph.dir / "site").exists() or not any((graph.dir / "site").rglob("*.vcf"))
+    assert graph.cli("run").returncode == 0
+    assert json.loads(graph.cli("diff", "--json").stdout) == []
+
+
 def test_diff_changes_nothing_and_reports_actions(graph):
     ids = graph.add_sample(5)
     assert graph.cli("run").returncode == 0
