@@ -85,6 +85,18 @@ def parse_user(raw_obj: dict[str, Any]) -> DirectoryUser:
 
 
 def _entry(obj: Any, fix: Any) -> DirectoryUser | Removal | None:
+    found = _id_or_removal(obj)
+    if not isinstance(found, str):
+        return found
+    get = obj.get
+    return DirectoryUser(
+        found, _person(get, fix), _enabled(get("accountEnabled")), _user_type(get, fix)
+    )
+
+
+def _id_or_removal(obj: Any) -> str | Removal | None:
+    """A users/delta entry's id when it is a user, its Removal when it is one, or None
+    when it is neither an object nor keyed by a valid id (skipped)."""
     if type(obj) is not dict:
         return None
     uid = obj.get("id")
@@ -94,24 +106,20 @@ def _entry(obj: Any, fix: Any) -> DirectoryUser | Removal | None:
     if removed is not None:
         reason = removed.get("reason") if type(removed) is dict else None
         return Removal(uid, reason if reason in _REMOVAL_REASONS else "changed")
+    return uid
 
-    get = obj.get
+
+def _person(get: Callable[[str], Any], fix: Callable[[str], str] | None) -> Person:
+    """The card fields of a user object (``get`` is its dict's ``get``)."""
     fields: dict[str, Any] = {}
     for key, attr in _TEXT_FIELDS:
-        value = get(key)
-        if value is None:
-            continue
-        if type(value) is not str:
-            value = _coerce_text(value)
-        if fix is not None:
-            value = fix(value)
+        value = _column(get(key), fix)
         if value:
             fields[attr] = value
     phones = get("businessPhones")
     if phones:
         fields["business_phones"] = _phones(phones, fix)
-    enabled = _enabled(get("accountEnabled"))
-    return DirectoryUser(uid, Person(**fields), enabled, _user_type(get, fix))
+    return Person(**fields)
 
 
 def _user_type(get: Callable[[str], Any], fix: Callable[[str], str] | None) -> str:
@@ -201,12 +209,12 @@ class PageReader:
     def entries(self) -> Iterator[GraphUser | Removal]:
         s = self._text
         try:
-            at = _WS.match(s, 0).end()  # type: ignore[union-attr]
+            at = _skip_blank(s, 0)
             if s[at : at + 1] != "{":
                 raise GraphError(
                     "Microsoft Graph sent a users/delta page that is not a JSON object"
                 )
-            at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+            at = _skip_blank(s, at + 1)
             links: dict[str, Any] = {}
             if s[at] == "}":
                 at += 1
@@ -215,10 +223,10 @@ class PageReader:
                     if s[at] != '"':
                         _fail(s, at)
                     key, at = _scan(s, at)
-                    at = _WS.match(s, at).end()  # type: ignore[union-attr]
+                    at = _skip_blank(s, at)
                     if s[at] != ":":
                         _fail(s, at)
-                    at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+                    at = _skip_blank(s, at + 1)
                     if key == "value":
                         if "value" in links:  # entries already handed on: refuse
                             raise GraphError(
@@ -235,14 +243,14 @@ class PageReader:
                                 "is not a list"
                             )
                         links[key] = value
-                    at = _WS.match(s, at).end()  # type: ignore[union-attr]
+                    at = _skip_blank(s, at)
                     if s[at] == "}":
                         at += 1
                         break
                     if s[at] != ",":
                         _fail(s, at)
-                    at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
-            if s[_WS.match(s, at).end() :]:  # type: ignore[union-attr]
+                    at = _skip_blank(s, at + 1)
+            if s[_skip_blank(s, at) :]:
                 _fail(s, at)
         except (IndexError, ValueError) as exc:
             raise _not_json(exc) from None
@@ -256,7 +264,7 @@ class PageReader:
         """The entries of the ``value`` array starting at ``s[at] == "["``; returns
         the index after its closing bracket."""
         fix = self._fix
-        at = _WS.match(s, at + 1).end()  # type: ignore[union-attr]
+        at = _skip_blank(s, at + 1)
         if s[at] == "]":
             return at + 1
         while True:
@@ -302,27 +310,16 @@ def person_from_graph(text: str) -> Person:
 def person_from_graph_object(obj: dict[str, Any], text: str) -> Person:
     """The Person of a parsed user object whose JSON text is ``text``."""
     fix = _fix_surrogates if _has_surrogate_escape(text) else None
-    entry = _entry({**obj, "id": _ANY_ID, "@removed": None}, fix)
-    assert isinstance(entry, DirectoryUser)
-    return entry.person
-
-
-_ANY_ID = "00000000-0000-0000-0000-000000000000"
+    return _person(obj.get, fix)
 
 
 def _graph_entry(
     obj: Any, s: str, start: int, end: int, fix: Callable[[str], str] | None
 ) -> GraphUser | Removal | None:
-    if type(obj) is not dict:
-        return None
-    get = obj.get
-    uid = get("id")
-    if type(uid) is not str or not _ID.fullmatch(uid):
-        return None
-    removed = get("@removed")
-    if removed is not None:
-        reason = removed.get("reason") if type(removed) is dict else None
-        return Removal(uid, reason if reason in _REMOVAL_REASONS else "changed")
+    found = _id_or_removal(obj)
+    if not isinstance(found, str):
+        return found
+    uid, get = found, obj.get
     text = s[start:end]
     return GraphUser(
         uid,
