@@ -473,19 +473,18 @@ class State:
         return count, removals
 
     def _flush_upserts(self, upserts: dict[str, tuple[Any, ...]]) -> int:
-        """Write and clear ``upserts``; how many rows that was.
+        """Write and clear ``upserts`` (at most ``_rows_per_statement`` rows: ingest
+        flushes before it holds more) in one statement; how many rows that was.
 
         Many rows per statement: Python's sqlite3 lets other threads run during each
         step of a statement and must win the GIL back afterwards, which takes up to a
         switch interval (5 ms) while the Graph thread is parsing. One step per row made
         a 100,000-user ingest several times slower than SQLite's own work."""
+        if not upserts:
+            return 0
         rows = list(upserts.values())
         upserts.clear()
-        conn = self.db.conn
-        per = _rows_per_statement(conn)
-        for start in range(0, len(rows), per):
-            part = rows[start : start + per]
-            conn.execute(_upsert_sql(len(part)), [v for row in part for v in row])
+        self.db.conn.execute(_upsert_sql(len(rows)), [v for row in rows for v in row])
         return len(rows)
 
     def unseen_in_round(self, org: str, round_id: str) -> list[str]:
