@@ -309,16 +309,10 @@ class PhotoGraph:
         self.entra = entra
         self.http_stats = Stats()
         self._closed = False
-        self._loop = _LoopThread()
-        try:
-            self._client = self._loop.run(self._build(retry_budget))
-        except BaseException:
-            self._loop.stop()
-            raise
+        self._loop, self._client = _LoopThread.with_client(
+            entra, retry_budget=retry_budget, stats=self.http_stats
+        )
         self.batcher = PhotoBatcher(self._client)
-
-    async def _build(self, retry_budget: float) -> GraphClient:
-        return GraphClient(self.entra, retry_budget=retry_budget, stats=self.http_stats)
 
     @property
     def stats(self) -> PhotoStats:

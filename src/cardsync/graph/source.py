@@ -67,6 +67,23 @@ class _LoopThread:
             future.cancel()  # e.g. KeyboardInterrupt in the caller: stop the request too
             raise
 
+    @classmethod
+    def with_client(
+        cls, entra: EntraConfig, *, retry_budget: float, stats: Stats
+    ) -> tuple[_LoopThread, GraphClient]:
+        """A new loop thread and a GraphClient built on it: the SDK's httpx client
+        then belongs to this loop, which keeps it (and the token cache) for life."""
+
+        async def build() -> GraphClient:
+            return GraphClient(entra, retry_budget=retry_budget, stats=stats)
+
+        thread = cls()
+        try:
+            return thread, thread.run(build())
+        except BaseException:
+            thread.stop()
+            raise
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
@@ -101,16 +118,9 @@ class GraphSource:
         self.stats = Stats()
         self._closed = False
         self._scope_reader: ScopeReader | None = None
-        self._loop = _LoopThread()
-        try:
-            self._client = self._loop.run(self._build(retry_budget))
-        except BaseException:
-            self._loop.stop()
-            raise
-
-    async def _build(self, retry_budget: float) -> GraphClient:
-        # Built on the loop thread: the SDK's httpx client then belongs to this loop.
-        return GraphClient(self.entra, retry_budget=retry_budget, stats=self.stats)
+        self._loop, self._client = _LoopThread.with_client(
+            entra, retry_budget=retry_budget, stats=self.stats
+        )
 
     @property
     def requests_made(self) -> int:
