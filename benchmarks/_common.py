@@ -55,20 +55,7 @@ class Emulator:
 
     def request_kinds(self) -> Counter[str]:
         """The emulator's request log so far, counted by kind."""
-        kinds: Counter[str] = Counter()
-        for r in self.requests():
-            path = r["path"]
-            if "/oauth2/" in path:
-                kinds["token"] += 1
-            elif path.endswith("openid-configuration"):
-                kinds["openid"] += 1
-            elif "/users/delta" in path:
-                kinds["users/delta"] += 1
-            elif path.endswith("/$batch"):
-                kinds["$batch"] += 1
-            else:
-                kinds["other"] += 1
-        return kinds
+        return request_kinds(self.requests())
 
     def clear_requests(self) -> None:
         self.control("DELETE", "/requests")
@@ -77,6 +64,24 @@ class Emulator:
         self.client.close()
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def request_kinds(requests: list[dict[str, Any]]) -> Counter[str]:
+    """Entries of the emulator's request log (``GET /_emulator/requests``) by kind."""
+    kinds: Counter[str] = Counter()
+    for r in requests:
+        path = r["path"]
+        if "/oauth2/" in path:
+            kinds["token"] += 1
+        elif path.endswith("openid-configuration"):
+            kinds["openid"] += 1
+        elif "/users/delta" in path:
+            kinds["users/delta"] += 1
+        elif path.endswith("/$batch"):
+            kinds["$batch"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
 
 
 def start_emulator(users: int, workdir: Path, page_size: int = 200) -> Emulator:

@@ -13,28 +13,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import httpx
+from _common import request_kinds
 
 from cardsync import service
 from cardsync.config import load
-
-
-def kinds(requests: list[dict[str, Any]]) -> dict[str, int]:
-    counted: Counter[str] = Counter()
-    for r in requests:
-        path = r["path"]
-        if "/oauth2/" in path:
-            counted["token"] += 1
-        elif path.endswith("openid-configuration"):
-            counted["openid"] += 1
-        elif "/users/delta" in path:
-            counted["users/delta"] += 1
-        else:
-            counted["other"] += 1
-    return dict(counted)
 
 
 def main() -> int:
@@ -57,7 +42,7 @@ def main() -> int:
                 with service.syncer(config, None, cached_source, close_sources=False) as sync:
                     results = [o.result for o in sync.cycle()]
                 seconds = time.perf_counter() - started
-                requests = kinds(emulator.get(control).json())
+                requests = dict(request_kinds(emulator.get(control).json()))
                 out.append({"seconds": seconds, "results": results, "requests": requests})
         finally:
             for source in sources.values():
