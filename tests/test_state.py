@@ -143,6 +143,27 @@ def test_state_is_plain_sqlite(tmp_path, state):
     assert rows == [("o", "a")]
 
 
+def test_new_state_files_get_16k_pages_and_old_ones_keep_theirs(tmp_path):
+    new = open_state(tmp_path / "new.db")
+    assert new.db.execute("PRAGMA page_size").fetchone()[0] == 16384
+    new.close()
+    # A state file made before (SQLite's 4 KiB default) opens, migrates and keeps its
+    # page size: changing it would need a VACUUM out of WAL mode.
+    old_path = tmp_path / "old.db"
+    old = sqlite3.connect(old_path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE unrelated (x)")
+    old.commit()
+    old.close()
+    reopened = open_state(old_path)
+    assert reopened.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    with reopened.transaction():
+        reopened.ingest("o", [du("a")])
+    assert reopened.db.execute("SELECT id FROM users").fetchall() == [("a",)]
+    reopened.close()
+
+
 def test_planning_query_uses_indexes(state):
     """At tenant scale a table scan per user is quadratic: every join must use an index."""
     rows = state.plan_rows("o", {"o": "fp"}, routes={"x.test": "p"})

@@ -50,6 +50,12 @@ SCHEMA_NAME = "cardsync"
 # 100,000-user mirror (~5 MiB) fits, so merging a round into it does not re-read
 # pages it just wrote. 64 MiB measured no faster and stays in the process's RSS.
 CACHE_KIB = 16_384
+# Page size of a new state file (SQLite's default is 4 KiB; an existing file keeps its
+# own). A mirror row is Graph's JSON for one user, ~0.5-1 KB: with 16 KiB pages, storing
+# a 100,000-user round costs ~30% less CPU (fewer B-tree pages to split, fewer WAL
+# frames) and the file is ~8% smaller; an incremental cycle writes a few hundred pages,
+# a few MB of WAL. Measured in docs/performance.md.
+PAGE_SIZE = 16_384
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, outside bulk writes
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another writer
 UPSERT_ROWS = 2048  # mirror rows per statement at most (see State._flush_upserts)
@@ -939,6 +945,7 @@ def open_state(path: Path) -> State:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
         db = Database(conn, execute_plugins=False)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
