@@ -526,6 +526,32 @@ def test_requests_go_through_the_sdk_middleware_that_matters(env: Env) -> None:
     assert not IDLE_HANDLERS & set(chain)
 
 
+@pytest.mark.parametrize("url", [
+    "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=" + "x" * 900,
+    "https://GRAPH.Microsoft.com/v1.0/me",
+    "https://graph.microsoft.com:443/v1.0/users",
+    "https://graph.microsoft.com:8443/v1.0/users",
+    "http://graph.microsoft.com/v1.0/users",
+    "https://graph.microsoft.com.evil.test/v1.0/users",
+    "https://user@graph.microsoft.com/v1.0/users",
+    "https://graph.microsoft.us/beta/users",
+    "https://microsoftgraph.chinacloudapi.cn/v1.0/users?$select=id",
+    "https://127.0.0.1:4443/v1.0/users/delta",
+])
+def test_telemetry_goes_to_the_same_hosts_as_with_the_sdks_own_check(url: str) -> None:
+    # cardsync's telemetry handler only swaps the SDK's host check (which re-parses the
+    # URL with urllib3 on every request) for one on httpx's parsed URL.
+    import httpx
+    from msgraph_core.middleware import GraphTelemetryHandler
+
+    from cardsync.graph.client import _telemetry_handler
+
+    ours = _telemetry_handler(GraphTelemetryHandler)()
+    assert isinstance(ours, GraphTelemetryHandler)
+    parsed = httpx.URL(url)
+    assert ours.is_graph_url(parsed) == GraphTelemetryHandler().is_graph_url(parsed)
+
+
 def test_closing_the_source_mid_round_wakes_the_reader(env: Env) -> None:
     # The daemon closes its sources when it stops, maybe while a cycle's thread still
     # reads a round: that thread must get an error, not wait forever.
