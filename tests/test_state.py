@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -162,6 +163,29 @@ def test_new_state_files_get_16k_pages_and_old_ones_keep_theirs(tmp_path):
         reopened.ingest("o", [du("a")])
     assert reopened.db.execute("SELECT id FROM users").fetchall() == [("a",)]
     reopened.close()
+
+
+def test_opening_the_state_imports_neither_pandas_nor_numpy(tmp_path):
+    # sqlite-utils imports both at import time when installed; cardsync uses neither, and
+    # pandas alone would cost `cardsync status` its start-up budget. Stand-ins for both
+    # are installed here so that the test means the same whether they are installed or not.
+    site = tmp_path / "site"
+    for name in ("numpy", "pandas"):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text("")
+    code = (
+        "import pathlib, sys\n"
+        "from cardsync.state import open_state\n"
+        "open_state(pathlib.Path(sys.argv[1])).close()\n"
+        "print('numpy' in sys.modules, 'pandas' in sys.modules)\n"
+        "import numpy, pandas\n"  # still importable afterwards
+        "print(numpy.__file__.startswith(sys.argv[2]), pandas.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db"), str(site)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "True", "pandas"]
 
 
 def test_planning_query_uses_indexes(state):

@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import sqlite3
+import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,7 +304,33 @@ def _m005_plan_indexes(db: Any) -> None:
     )
 
 
+# Imported by sqlite-utils when installed, only to map their types; cardsync never hands
+# it a DataFrame or a numpy value (see _import_sqlite_utils).
+_UNUSED_BY_SQLITE_UTILS = ("pandas", "numpy")
+
+
+def _import_sqlite_utils() -> None:
+    """Import sqlite-utils without the pandas and numpy it imports at import time when
+    they happen to be installed: ~0.06 s for numpy and several times that for pandas, in
+    every cardsync process that opens the state (``cardsync status`` included). An
+    ``import`` of a name mapped to None fails, which sqlite-utils takes as "not
+    installed". Anything that imported them before keeps them; anything after gets them
+    as usual."""
+    if "sqlite_utils.db" in sys.modules:
+        return
+    hidden = [name for name in _UNUSED_BY_SQLITE_UTILS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils.db  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
 def _migrations() -> Any:
+    _import_sqlite_utils()
     from sqlite_utils.migrations import Migrations
 
     migrations = Migrations(SCHEMA_NAME)
@@ -938,6 +965,7 @@ def _card_from_row(row: Any) -> LedgerCard:
 
 def open_state(path: Path) -> State:
     """Open (creating if needed) and migrate the state database at ``path``."""
+    _import_sqlite_utils()
     from sqlite_utils import Database
 
     path = Path(path)
