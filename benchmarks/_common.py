@@ -4,6 +4,7 @@ nothing about time (machines are noisy: compare ratios taken in one run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,25 @@ def write_config(workdir: Path, emu: Emulator) -> Path:
     path = workdir / "cardsync.toml"
     path.write_text(CONFIG.format(**emu.info))
     return path
+
+
+@contextlib.contextmanager
+def graph_source(users: int, workdir: Path) -> Iterator[tuple[Emulator, Any]]:
+    """An emulator with ``users`` users and a cardsync GraphSource in this process that
+    reads it (this process's environment then trusts the emulator's CA)."""
+    emu = start_emulator(users, workdir / "emu")
+    try:
+        os.environ.update(env_for(emu))
+        from cardsync.config import load
+        from cardsync.graph.source import GraphSource
+
+        source = GraphSource(load(write_config(workdir, emu)).organizations[0].entra)
+        try:
+            yield emu, source
+        finally:
+            source.close()
+    finally:
+        emu.stop()
 
 
 def env_for(emu: Emulator) -> dict[str, str]:

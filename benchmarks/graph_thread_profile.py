@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import env_for, start_emulator, write_config
+from _common import graph_source
 
 
 def main() -> int:
@@ -29,33 +28,25 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--lines", type=int, default=30)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        emu = start_emulator(args.users, Path(tmp) / "emu")
-        try:
-            os.environ.update(env_for(emu))
-            from cardsync.config import load
-            from cardsync.graph.source import GraphSource
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        graph_source(args.users, Path(tmp)) as (_, source),
+    ):
+        profile = cProfile.Profile()
+        switched = threading.Event()
 
-            entra = load(write_config(Path(tmp), emu)).organizations[0].entra
-            source = GraphSource(entra)
-            profile = cProfile.Profile()
-            switched = threading.Event()
+        def on_loop(action: str) -> None:
+            getattr(profile, action)()
+            switched.set()
 
-            def on_loop(action: str) -> None:
-                getattr(profile, action)()
-                switched.set()
-
-            source._loop.loop.call_soon_threadsafe(on_loop, "enable")  # noqa: SLF001
-            switched.wait()
-            started, cpu = time.perf_counter(), time.process_time()
-            users = sum(len(page.entries) for page in source.delta(None))
-            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-            switched.clear()
-            source._loop.loop.call_soon_threadsafe(on_loop, "disable")  # noqa: SLF001
-            switched.wait()
-            source.close()
-        finally:
-            emu.stop()
+        source._loop.loop.call_soon_threadsafe(on_loop, "enable")  # noqa: SLF001
+        switched.wait()
+        started, cpu = time.perf_counter(), time.process_time()
+        users = sum(len(page.entries) for page in source.delta(None))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        switched.clear()
+        source._loop.loop.call_soon_threadsafe(on_loop, "disable")  # noqa: SLF001
+        switched.wait()
     print(f"{users} users in {wall:.2f} s (profiled), process CPU {cpu:.2f} s")
     pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.lines)
     return 0
