@@ -8,7 +8,8 @@ The round is read through cardsync's GraphSource (msgraph-sdk request adapter, p
 into GraphUser entries) against an emulator started for the purpose; "store" writes the
 round's entries, read beforehand into memory, into a fresh state file the way a first
 sync does (State.ingest in one transaction, the planning index built at the end, the WAL
-checkpointed, the file closed). "Together" runs a round and a store of the same size at
+checkpointed, the file closed), also into a file with SQLite's default 4 KiB pages
+instead of cardsync's 16 KiB. "Together" runs a round and a store of the same size at
 the same moment, so it shows what each costs the other and nothing else: the pages the
 store writes are already in memory, and the storing process is forked with them, so it
 pays nothing to receive them (the best case for a process). For each run it prints the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -42,12 +44,17 @@ def cpu_of(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def store(pages: list[Any], path: Path) -> tuple[float, float]:
-    """Store the round's entries into a fresh state file: (wall, CPU of this thread)."""
-    from cardsync.state import open_state
+def store(pages: list[Any], path: Path, page_size: int | None = None) -> tuple[float, float]:
+    """Store the round's entries into a fresh state file: (wall, CPU of this thread).
+    ``page_size``: SQLite's page size for the new file instead of cardsync's."""
+    from cardsync import state as state_module
 
     wall, cpu = time.perf_counter(), time.thread_time()
-    state = open_state(path)
+    if page_size is not None:
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"PRAGMA page_size = {page_size}")
+            conn.execute("VACUUM")  # an empty file takes the page size now
+    state = state_module.open_state(path)
     with state.bulk_writes(), state.first_round("contoso"), state.transaction():
         state.ingest("contoso", (entry for page in pages for entry in page.entries), "r")
     state.close()
@@ -108,6 +115,9 @@ def main() -> int:
             runs += 1
             wall, cpu = store(pages, Path(tmp) / f"s{runs}.db")
             show("store alone", wall, 0.0, cpu, 0.0)
+            runs += 1
+            wall, cpu = store(pages, Path(tmp) / f"s{runs}.db", page_size=4096)
+            show("store alone, 4 KiB pages", wall, 0.0, cpu, 0.0)
 
             runs += 1
             result: list[tuple[float, float]] = []
@@ -140,6 +150,9 @@ def main() -> int:
     print("medians:")
     for name, values in figures.items():
         print(f"  {name:<40} {statistics.median(values):6.2f} s")
+    small = statistics.median(figures["store alone, 4 KiB pages/storing"])
+    big = statistics.median(figures["store alone/storing"])
+    print(f"  store alone, CPU with 4 KiB pages / with 16 KiB pages: {small / big:.2f}x")
     alone = statistics.median(figures["read alone/wall"])
     for how in ("storing thread", "storing process"):
         both = statistics.median(figures[f"read + store, {how}/wall"])
