@@ -53,9 +53,9 @@ SCHEMA_NAME = "cardsync"
 CACHE_KIB = 16_384
 # Page size of a new state file (SQLite's default is 4 KiB; an existing file keeps its
 # own). A mirror row is Graph's JSON for one user, ~0.5-1 KB: with 16 KiB pages, storing
-# a 100,000-user round costs ~30% less CPU (fewer B-tree pages to split, fewer WAL
-# frames) and the file is ~8% smaller; an incremental cycle writes a few hundred pages,
-# a few MB of WAL. Measured in docs/performance.md.
+# a 100,000-user round takes ~25% less CPU (fewer B-tree pages to split, fewer WAL
+# frames) and the file is ~8% smaller, and an incremental cycle is as fast as with 4 KiB
+# (benchmarks/ingest_overlap.py and sync_bench.py; docs/performance.md).
 PAGE_SIZE = 16_384
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, outside bulk writes
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another writer

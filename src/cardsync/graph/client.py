@@ -128,8 +128,9 @@ def _counting_middleware(stats: Stats) -> Any:
 def _telemetry_handler(base: type) -> type:
     """msgraph-core's GraphTelemetryHandler, deciding "is this a Microsoft Graph host?"
     from the URL httpx has already parsed. The SDK's own check re-parses the whole URL
-    with urllib3 on every request, a third of the handler chain's CPU for a ~1 KB delta
-    link. Same rule: telemetry headers go to the national clouds' Graph hosts only."""
+    with urllib3 on every request (~1 KB for a delta link: 0.15 of 2.3 profiled seconds
+    over 500 requests). Same rule: telemetry headers go to the national clouds' Graph
+    hosts only."""
     from msgraph_core._enums import NationalClouds
 
     hosts = frozenset(cloud.value for cloud in NationalClouds)
