@@ -4,6 +4,7 @@ removals, link expiry, faults, users, deleted items, photos, $batch and the requ
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import io
 import json
@@ -587,7 +588,8 @@ def test_requests_are_recorded(graph: Graph, people: list[str]) -> None:
               headers={"client-request-id": "r-1", "Prefer": "return=minimal"})
     graph.get("/users/nobody@contoso.com")
     graph.http.get(f"{graph.server.url}/_emulator/users")  # control calls are not recorded
-    agent = {"user-agent": graph.http.headers["User-Agent"]}
+    agent = {"user-agent": graph.http.headers["User-Agent"],
+             "accept-encoding": graph.http.headers["Accept-Encoding"]}
     assert graph.emu.requests == [
         RequestRecord("GET", "/v1.0/users/delta", "$select=displayName", 200,
                       {**agent, "client-request-id": "r-1", "prefer": "return=minimal"}),
@@ -617,6 +619,60 @@ def test_keep_alive_and_content_length(graph: Graph, people: list[str]) -> None:
         assert conn.sock is sock  # the same TLS connection served both
     finally:
         conn.close()
+
+
+def test_gzip_for_clients_that_accept_it(graph: Graph, people: list[str]) -> None:
+    # Like Graph, the emulator (with gzip on) compresses JSON for a client that accepts
+    # gzip; photos, small bodies and clients that do not accept it get the bytes as they are.
+    graph.emu.gzip = True
+    graph.emu.page_size = 50  # the 12 people in one page of ~2 KB
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", graph.server.port, context=trusting(graph.server)
+    )
+    try:
+        auth = {"Authorization": f"Bearer {graph.token}"}
+        sent: dict[str, tuple[Any, bytes]] = {}
+        for name, accept in (("gzip", "gzip, deflate"), ("refused", "gzip;q=0, identity"),
+                             ("none", "")):
+            headers = {**auth, "Accept-Encoding": accept} if accept else auth
+            conn.request("GET", f"/v1.0/users/delta?$select={SELECT},userPrincipalName,city",
+                         headers=headers)
+            response = conn.getresponse()
+            sent[name] = (response.headers, response.read())
+        headers, body = sent["gzip"]
+        assert headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in headers["Vary"]
+        assert int(headers["Content-Length"]) == len(body)
+        page = json.loads(gzip.decompress(body))
+        for name in ("refused", "none"):
+            assert sent[name][0]["Content-Encoding"] is None
+            plain = json.loads(sent[name][1])
+            assert [v["id"] for v in plain["value"]] == [v["id"] for v in page["value"]]
+        graph.tenant.set_photo(people[0], jpeg())
+        conn.request("GET", f"/v1.0/users/{people[0]}/photo/$value",
+                     headers={**auth, "Accept-Encoding": "gzip"})
+        photo = conn.getresponse()
+        assert photo.headers["Content-Encoding"] is None and photo.read() == jpeg()
+        conn.request("GET", f"/v1.0/users/{people[0]}?$select=id",
+                     headers={**auth, "Accept-Encoding": "gzip"})
+        small = conn.getresponse()
+        assert small.headers["Content-Encoding"] is None  # under 1 KB
+        assert json.loads(small.read())["id"] == people[0]
+    finally:
+        conn.close()
+    # httpx (and so msgraph-sdk) accepts gzip by default and decodes it.
+    pages, _ = graph.round("/users/delta")
+    assert len(values(pages)) == len(people)
+
+
+@pytest.mark.parametrize(("header", "accepted"), [
+    ("gzip, deflate", True), ("br, GZIP;q=0.5", True), ("x-gzip", True), ("*", True),
+    ("gzip;q=0", False), ("gzip;q=0, *", False), ("identity", False), ("", False),
+    ("deflate, br", False), ("gzip;q=bad", False),
+])
+def test_accept_encoding_is_read_as_rfc_9110_says(header: str, accepted: bool) -> None:
+    from cardsync.emulator.wire import accepts_gzip
+
+    assert accepts_gzip(header) is accepted
 
 
 def test_certificate_covers_localhost(graph: Graph) -> None:

@@ -306,7 +306,8 @@ def test_process_serves_and_obeys_its_control_api(
             "path": f"/v1.0/users/{ids[4]}",
             "query": "",
             "status": 503,
-            "headers": {"user-agent": http.headers["User-Agent"]},
+            "headers": {"user-agent": http.headers["User-Agent"],
+                        "accept-encoding": http.headers["Accept-Encoding"]},
         }
         assert http.delete(f"{control}/requests").status_code == 204
         assert http.get(f"{control}/requests").json() == []

@@ -29,12 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     parser.add_argument("--dir", default=None, help="directory for the CA PEM (default: temp)")
     parser.add_argument("--page-size", type=int, default=200, help="users per delta page")
+    parser.add_argument(
+        "--gzip", action="store_true",
+        help="compress Graph's JSON responses for clients that accept gzip, as Graph does",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    emu = GraphEmulator(page_size=args.page_size)
+    emu = GraphEmulator(page_size=args.page_size, gzip=args.gzip)
     tenant = emu.add_tenant(name="Contoso")
     app = tenant.add_app(roles=("User.Read.All",))
     tenant.add_users(sample_users(args.users, seed=args.seed, domain=args.domain))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 # Request headers the log keeps: what a client says about itself. Never credentials.
-RECORDED_HEADERS = ("user-agent", "client-request-id", "sdkversion", "prefer")
+RECORDED_HEADERS = ("user-agent", "client-request-id", "sdkversion", "prefer", "accept-encoding")
 
 
 @dataclass(frozen=True)

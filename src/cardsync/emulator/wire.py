@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -108,3 +109,40 @@ def entra_error(status: int, error: str, aadsts: int, description: str) -> Respo
         "error_uri": f"https://login.microsoftonline.com/error?code={aadsts}",
     }
     return json_response(status, body)
+
+
+GZIP_MIN_BYTES = 1024  # smaller bodies go out as they are
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Does an Accept-Encoding header accept gzip (RFC 9110: ``gzip``, ``x-gzip`` or ``*``,
+    with a q-value above 0)?"""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def gzipped(response: Response, accept_encoding: str) -> Response:
+    """``response`` with a gzip body (and Content-Encoding), when it is JSON, the client
+    accepts gzip and the body is worth it; otherwise ``response`` itself (photos, for one,
+    are JPEG already)."""
+    if (
+        not response.content_type.startswith("application/json")
+        or len(response.body) < GZIP_MIN_BYTES
+        or response.header("Content-Encoding") is not None
+        or not accepts_gzip(accept_encoding)
+    ):
+        return response
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip wrapper; 6: zlib's default
+    body = packer.compress(response.body) + packer.flush()
+    headers = (*response.headers, ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"))
+    return replace(response, body=body, headers=headers)
