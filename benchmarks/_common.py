@@ -86,10 +86,12 @@ def request_kinds(requests: list[dict[str, Any]]) -> Counter[str]:
     return kinds
 
 
-def start_emulator(users: int, workdir: Path, page_size: int = 200) -> Emulator:
+def start_emulator(
+    users: int, workdir: Path, page_size: int = 200, gzip: bool = False
+) -> Emulator:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cardsync.emulator", "--users", str(users), "--dir",
-         str(workdir), "--page-size", str(page_size)],
+         str(workdir), "--page-size", str(page_size), *(["--gzip"] if gzip else [])],
         stdout=subprocess.PIPE,
         text=True,
     )
