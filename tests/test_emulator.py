@@ -667,7 +667,8 @@ def test_gzip_for_clients_that_accept_it(graph: Graph, people: list[str]) -> Non
 @pytest.mark.parametrize(("header", "accepted"), [
     ("gzip, deflate", True), ("br, GZIP;q=0.5", True), ("x-gzip", True), ("*", True),
     ("gzip;q=0", False), ("gzip;q=0, *", False), ("identity", False), ("", False),
-    ("deflate, br", False), ("gzip;q=bad", False),
+    ("deflate, br", False), ("gzip;q=bad", False), ("*;q=0, gzip", True),
+    ("gzip; q=0.001", True), ("identity;q=1, *;q=0.1", True),
 ])
 def test_accept_encoding_is_read_as_rfc_9110_says(header: str, accepted: bool) -> None:
     from cardsync.emulator.wire import accepts_gzip

@@ -115,19 +115,22 @@ GZIP_MIN_BYTES = 1024  # smaller bodies go out as they are
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Does an Accept-Encoding header accept gzip (RFC 9110: ``gzip``, ``x-gzip`` or ``*``,
-    with a q-value above 0)?"""
+    """Does an Accept-Encoding header accept gzip (RFC 9110: ``gzip`` or ``x-gzip``, else
+    ``*``, with a q-value above 0)?"""
+    weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
-            continue
-        q = params.strip().lower()
-        if q.startswith("q="):
-            try:
-                return float(q[2:]) > 0
-            except ValueError:
-                return False
-        return True
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    weight = float(param[2:])
+                except ValueError:
+                    weight = 0.0
+        weights[coding] = weight
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
     return False
 
 
