@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -163,6 +164,29 @@ def test_new_state_files_get_16k_pages_and_old_ones_keep_theirs(tmp_path):
         reopened.ingest("o", [du("a")])
     assert reopened.db.execute("SELECT id FROM users").fetchall() == [("a",)]
     reopened.close()
+
+
+def test_the_documented_page_size_conversion_works(tmp_path, monkeypatch):
+    # docs/operations.md tells admins how to move an old state file to 16 KiB pages.
+    docs = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    command = next(line for line in docs.splitlines() if line.startswith("sqlite3 state.db"))
+    statements = command.split('"')[1].split(";")
+    path = tmp_path / "state.db"
+    monkeypatch.setattr("cardsync.state.PAGE_SIZE", 4096)
+    old = open_state(path)
+    with old.transaction():
+        old.ingest("o", [du("a"), du("b")])
+    old.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in filter(str.strip, statements):
+        conn.execute(statement)
+    conn.close()
+    monkeypatch.undo()
+    converted = open_state(path)
+    assert converted.db.execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert converted.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert [r[0] for r in converted.db.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]
+    converted.close()
 
 
 def test_opening_the_state_imports_neither_pandas_nor_numpy(tmp_path):
