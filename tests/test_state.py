@@ -306,6 +306,21 @@ def test_a_first_round_builds_the_planning_index_once_at_the_end(state):
     assert _steady_index(state)
 
 
+def test_a_first_round_is_checkpointed_while_its_index_is_built(state):
+    # With WAL auto-checkpoints off for the round, only the checkpoint that runs beside
+    # building the planning index can have copied the round into the database file.
+    with state.bulk_writes():
+        before = state.path.stat().st_size
+        with state.first_round("o"):
+            with state.transaction():
+                state.ingest("o", [gu(ID(i), "N" * 400) for i in range(3000)])
+            assert state.path.stat().st_size == before  # still all in the WAL
+        assert state.path.stat().st_size > before + 1_000_000
+        assert _steady_index(state)
+    rows = sqlite3.connect(state.path).execute("SELECT count(*) FROM users").fetchone()
+    assert rows == (3000,)
+
+
 def test_a_first_round_killed_midway_gets_its_index_back(tmp_path):
     path = tmp_path / "state.db"
     script = (
