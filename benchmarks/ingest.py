@@ -31,11 +31,18 @@ def main() -> int:
     config = load(sys.argv[1])
     org = config.organizations[0]
     imported = time.perf_counter()
-    # What building a Graph source imports: cardsync's Graph code, the SDK and azure-identity.
+    # What building a Graph source imports: cardsync's Graph code, the SDK, azure-identity,
+    # and httpcore (httpx imports it when it builds a client; the bare listing's process
+    # has imported it before its clock starts).
     import azure.identity  # noqa: F401
+    import httpcore  # noqa: F401
     import kiota_authentication_azure.azure_identity_authentication_provider  # noqa: F401
+    import kiota_http.kiota_client_factory  # noqa: F401
+    import msgraph.generated.models.o_data_errors.o_data_error  # noqa: F401
     import msgraph.generated.users.delta.delta_request_builder  # noqa: F401
+    import msgraph.graph_request_adapter  # noqa: F401
     import msgraph.graph_service_client  # noqa: F401
+    import msgraph_core  # noqa: F401
 
     import cardsync.graph.source  # noqa: F401
 
