@@ -334,8 +334,7 @@ def _import_sqlite_utils() -> None:
 
 
 def _migrations() -> Any:
-    _import_sqlite_utils()
-    from sqlite_utils.migrations import Migrations
+    from sqlite_utils.migrations import Migrations  # (open_state imported sqlite-utils)
 
     migrations = Migrations(SCHEMA_NAME)
     migrations(name="001_initial")(_m001_initial)
@@ -414,7 +413,8 @@ class State:
     def first_round(self, org: str) -> Iterator[None]:
         """Storing a first full round: when the mirror holds no row at all, drop the
         planning index and build it once afterwards (one sort instead of 100,000
-        random inserts). Otherwise nothing changes."""
+        random inserts), while the round is checkpointed beside it. Otherwise nothing
+        changes."""
         empty = self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM users)").fetchone()[0]
         if not empty:
             yield
