@@ -18,6 +18,7 @@ owns; msgraph and azure are imported when a client is built, never at import tim
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -125,6 +126,7 @@ def _counting_middleware(stats: Stats) -> Any:
     return CountingHandler()
 
 
+@functools.cache
 def _telemetry_handler(base: type) -> type:
     """msgraph-core's GraphTelemetryHandler, deciding "is this a Microsoft Graph host?"
     from the URL httpx has already parsed. The SDK's own check re-parses the whole URL
