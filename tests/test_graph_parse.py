@@ -421,3 +421,26 @@ def test_the_raw_reader_agrees_with_the_object_reader(
         )
         assert json.loads(got.text) in values  # the object's own text, verbatim
         assert got.hash == hashlib.sha256(got.text.encode()).hexdigest()[:20]
+
+
+@pytest.mark.parametrize("parse", PARSERS, ids=PARSER_IDS)
+def test_a_lone_surrogate_after_other_escapes_is_still_found(parse: Any) -> None:
+    # The page-level check looks for a backslash first; escapes that are not
+    # surrogates (a quote, a backslash, a newline, an accented letter) come before one
+    # that is, in another user.
+    raw = (
+        b'{"@odata.deltaLink":"' + DELTA.encode() + b'","value":['
+        b'{"id":"' + ID1.encode() + b'","displayName":"say \\"hi\\" \\\\ \\n \\u00e9"},'
+        b'{"id":"' + ID2.encode() + b'","displayName":"x\\udc00y"}]}'
+    )
+    first, second = parse(raw).entries
+    assert first.person.display_name == 'say "hi" \\ \n é'
+    assert second.person.display_name == "x\ufffdy"
+
+
+def test_pages_without_a_backslash_are_read_as_sent() -> None:
+    raw = page({"id": ID1, "displayName": "José Müller 🦄"})
+    (user,) = parse_delta_page_raw(raw)[0].entries
+    assert isinstance(user, GraphUser)
+    assert user.display_name == "José Müller 🦄"
+    assert user.person.display_name == "José Müller 🦄"

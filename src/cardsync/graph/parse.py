@@ -173,7 +173,10 @@ def _link(value: Any) -> str | None:
 def _has_surrogate_escape(raw: bytes | str) -> bool:
     if isinstance(raw, str):
         return True  # not what Graph sends; take the slow, safe path
-    return b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None
+    # A one-byte search first: bytes.__contains__ runs memchr for one byte, and a
+    # generic search for more (~80 us against ~1 us on a 110 KB page here). Most pages
+    # hold no backslash at all.
+    return b"\\" in raw and _SURROGATE_ESCAPE.search(raw) is not None
 
 
 def _fix_surrogates(text: str) -> str:
