@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -227,3 +228,23 @@ def run_measured(args: list[str], env: dict[str, str], cwd: Path | None = None) 
 
 def cardsync(config: Path, *args: str, env: dict[str, str]) -> ProcessRun:
     return run_measured([sys.executable, "-m", "cardsync", "-c", str(config), *args], env)
+
+
+def _spin(_: object = None) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
+def parallel_capacity() -> str:
+    """How much of a second core this machine gives right now: a pure-Python loop run
+    alone, then in two processes at once (~2 s). On a shared virtual machine the second
+    core is sometimes worth much less than the first, and everything that runs on both
+    cores at once (the ingest, rendering) slows down with it: read the ratios with it."""
+    alone = min(_spin() for _ in range(2))
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        both = max(pool.map(_spin, [0, 1]))
+    return (f"a loop alone {alone:.2f} s, two at once {both:.2f} s: the second core gives "
+            f"{min(1.0, alone / both):.0%} of the first")

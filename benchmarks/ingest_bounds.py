@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import env_for, start_emulator, write_config
+from _common import env_for, parallel_capacity, start_emulator, write_config
 from sync_bench import bare_listing
 
 MODES = ("as is", "parse free", "SQLite free", "both free")
@@ -137,7 +137,8 @@ def main() -> int:
             # collection, in every mode; a cardsync process holds no such heap.
             gc.collect()
             gc.freeze()
-            print(f"{args.users} users; {os.cpu_count()} cores; seconds per run")
+            print(f"{args.users} users; {os.cpu_count()} cores; {parallel_capacity()}")
+            print("seconds per run:")
             print("  " + "".join(f"{name:>14}" for name in figures))
             for run in range(args.rounds):
                 figures["bare listing"].append(bare_listing(emu, parse=False)[0])

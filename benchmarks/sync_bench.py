@@ -50,6 +50,7 @@ from _common import (
     bare_token,
     cardsync,
     env_for,
+    parallel_capacity,
     run_measured,
     start_emulator,
 )
@@ -178,6 +179,7 @@ def bench(work: Path, args: argparse.Namespace) -> int:
     print(f"emulators with {args.users} and {args.small} users ready in "
           f"{time.perf_counter() - t0:.1f} s; {os.cpu_count()} cores"
           f"{'; gzip on' if args.gzip else ''}", flush=True)
+    print(f"this machine now: {parallel_capacity()}", flush=True)
     fig: dict[str, float] = {}
     try:
         env_big, env_small = env_for(big), env_for(small)
