@@ -50,6 +50,30 @@ def test_ingest_bounds_prints_every_mode() -> None:
         assert re.search(rf"\n  {re.escape(mode)}\s+\d+\.\d\d s\s+\d+\.\d\dx", out), mode
 
 
+# Every other benchmark, on a tenant small enough for seconds: it runs to the end and
+# prints its last figures (a line that only the end of the run prints).
+SMALL_RUNS = {
+    "ingest_overlap.py": (["--users", "600", "--rounds", "1"],
+                          r"read \+ store with a storing process / read alone: \d+\.\d\dx"),
+    "sdk_overhead.py": (["--users", "600", "--rounds", "1"],
+                        r"bare httpx\.Client \(sync\)\s+\d+\.\d\d s\s+CPU"),
+    "graph_thread_profile.py": (["--users", "600", "--lines", "5"],
+                                r"600 users in \d+\.\d\d s \(profiled\)"),
+    "daemon_soak.py": (["--users", "200", "--cycles", "3", "--changes", "2"],
+                       r"growth from the first cycle to the last: RSS [+-]\d"),
+    "render_bench.py": (["--cards", "20"], r"publish into a new folder, then flush\s+\d+ µs"),
+    "photos_bench.py": (["--users", "100", "--changes", "5", "--photo-changes", "3"],
+                        r"success \(incremental\), pulled 5 users"),
+    "emulator_bench.py": (["--users", "600"], r"3 pages of 200: [\d.]+ ms of server CPU"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMALL_RUNS))
+def test_benchmark_runs_to_its_last_figure(script: str) -> None:
+    args, last = SMALL_RUNS[script]
+    assert re.search(last, run_benchmark(script, *args))
+
+
 @pytest.fixture
 def bounds() -> Iterator[object]:
     sys.path.insert(0, str(BENCHMARKS))
