@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,24 +73,30 @@ def parse_free(cache: dict[bytes, Any]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sqlite_free() -> Iterator[None]:
-    """State._flush_upserts builds its rows' parameters and runs nothing."""
+def _flush_replaced(write: Callable[[Any, list[Any], list[Any]], object]) -> Iterator[None]:
+    """State._flush_upserts builds its rows' parameters as it does, then hands the state,
+    the rows and the parameters to ``write`` instead of writing them."""
     from cardsync.state import State
 
     real = State._flush_upserts
 
-    def skipped(self: Any, upserts: dict[str, tuple[Any, ...]]) -> int:
+    def flush(self: Any, upserts: dict[str, tuple[Any, ...]]) -> int:
         rows = list(upserts.values())
         upserts.clear()
-        params = [v for row in rows for v in row]
-        del params
+        if rows:
+            write(self, rows, [v for row in rows for v in row])
         return len(rows)
 
-    State._flush_upserts = skipped  # type: ignore[method-assign]
+    State._flush_upserts = flush  # type: ignore[method-assign]
     try:
         yield
     finally:
         State._flush_upserts = real  # type: ignore[method-assign]
+
+
+def sqlite_free() -> contextlib.AbstractContextManager[None]:
+    """The mirror's rows are built and flattened, and nothing runs."""
+    return _flush_replaced(lambda state, rows, params: None)
 
 
 @functools.cache
@@ -99,26 +105,13 @@ def _read_only_sql(rows: int) -> str:
     return f"SELECT count(*) FROM (VALUES {values}) WHERE 0"
 
 
-@contextlib.contextmanager
-def binds_only() -> Iterator[None]:
-    """State._flush_upserts binds its rows to a statement that writes nothing."""
-    from cardsync.state import State
-
-    real = State._flush_upserts
-
-    def bound(self: Any, upserts: dict[str, tuple[Any, ...]]) -> int:
-        rows = list(upserts.values())
-        upserts.clear()
-        if rows:
-            params = [v for row in rows for v in row]
-            self.db.conn.execute(_read_only_sql(len(rows)), params).fetchall()
-        return len(rows)
-
-    State._flush_upserts = bound  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        State._flush_upserts = real  # type: ignore[method-assign]
+def binds_only() -> contextlib.AbstractContextManager[None]:
+    """The mirror's rows are bound to a statement that reads them and writes nothing."""
+    return _flush_replaced(
+        lambda state, rows, params: state.db.conn.execute(
+            _read_only_sql(len(rows)), params
+        ).fetchall()
+    )
 
 
 def pull(config_path: Path, state_path: Path) -> tuple[float, int]:
