@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from cardsync.errors import GraphError
 from cardsync.graph import parse_delta_page, parse_delta_page_counted, parse_user
-from cardsync.graph.parse import parse_delta_page_raw, person_from_graph
-from cardsync.models import CARD_FIELDS, DirectoryUser, GraphUser, Person, Removal
+from cardsync.graph.parse import PageReader, parse_delta_page_raw, person_from_graph
+from cardsync.models import CARD_FIELDS, DeltaPage, DirectoryUser, GraphUser, Person, Removal
 
 NEXT = "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=abc"
 DELTA = "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=xyz"
@@ -302,10 +302,23 @@ def test_malformed_json_is_a_graph_error(raw: bytes, parser: Any) -> None:
         parser(raw)
 
 
-def test_a_page_with_two_value_lists_is_refused_by_the_raw_reader() -> None:
-    # json.loads keeps the last list; the raw reader hands entries on as it reads them,
-    # so it refuses the page instead (Graph never sends one).
-    raw = b'{"value":[],"value":[],"@odata.deltaLink":"' + DELTA.encode() + b'"}'
+def test_a_page_with_two_value_lists_keeps_the_last_as_json_loads_does() -> None:
+    # Graph never sends one. msgspec decodes the whole page before any entry is
+    # handed on, so, like json.loads, the last list counts.
+    first = json.dumps({"id": ID1}).encode()
+    last = json.dumps({"id": ID2}).encode()
+    raw = (b'{"value":[' + first + b'],"value":[' + last + b'],"@odata.deltaLink":"'
+           + DELTA.encode() + b'"}')
+    for parser in PARSERS:
+        assert [e.id for e in parser(raw).entries] == [ID2]
+
+
+def test_a_page_with_two_value_lists_is_refused_by_the_scanner() -> None:
+    # A page holding an escaped surrogate is read object by object with the json
+    # module's scanner, which hands entries on as it reads them: it refuses the page.
+    odd = b'{"id":"' + ID1.encode() + b'","displayName":"\\ud800"}'
+    raw = (b'{"value":[' + odd + b'],"value":[],"@odata.deltaLink":"'
+           + DELTA.encode() + b'"}')
     with pytest.raises(GraphError, match="two 'value' lists"):
         parse_delta_page_raw(raw)
 
@@ -389,12 +402,14 @@ _ENTRY = st.one_of(
     link_first=st.booleans(),
     indent=st.sampled_from([None, 1]),
     next_page=st.booleans(),
+    scanner=st.booleans(),
 )
 def test_the_raw_reader_agrees_with_the_object_reader(
-    values: list[Any], link_first: bool, indent: int | None, next_page: bool
+    values: list[Any], link_first: bool, indent: int | None, next_page: bool, scanner: bool
 ) -> None:
     # The mirror is filled by the raw reader, which keeps each user's JSON text and
-    # reads the Person from it later; it must see exactly what the object reader sees.
+    # reads the Person from it later; it must see exactly what the object reader sees,
+    # both when msgspec splits the page and when the json module's scanner reads it.
     link = {"@odata.nextLink": NEXT} if next_page else {"@odata.deltaLink": DELTA}
     doc = {**link, "value": values} if link_first else {"value": values, **link}
     text = json.dumps(doc, indent=indent, ensure_ascii=False)
@@ -402,7 +417,13 @@ def test_the_raw_reader_agrees_with_the_object_reader(
         text = json.dumps(doc, indent=indent)  # Graph escapes what UTF-8 cannot carry
     body = text.encode()
     expected, expected_skipped = parse_delta_page_counted(body)
-    page, skipped = parse_delta_page_raw(body)
+    if scanner:
+        reader = PageReader(body)
+        entries = tuple(reader._scanned())
+        page = DeltaPage(entries, next_link=reader.next_link, delta_link=reader.delta_link)
+        skipped = reader.skipped
+    else:
+        page, skipped = parse_delta_page_raw(body)
     assert (page.next_link, page.delta_link, skipped) == (
         expected.next_link, expected.delta_link, expected_skipped
     )
@@ -438,9 +459,54 @@ def test_a_lone_surrogate_after_other_escapes_is_still_found(parse: Any) -> None
     assert second.person.display_name == "x\ufffdy"
 
 
+@pytest.mark.parametrize("surrogate", [False, True], ids=["msgspec", "scanner"])
+def test_the_last_of_two_equal_keys_wins_in_both_readers(surrogate: bool) -> None:
+    # As json.loads has it, so the mirror's columns and the Person read later from the
+    # same text agree.
+    odd = ',"department":"\\ud800"' if surrogate else ""
+    text = (
+        '{"id":"' + ID2 + '","id":"' + ID1 + '","mail":"a@x.com","mail":"b@x.com",'
+        '"accountEnabled":false,"accountEnabled":true' + odd + "}"
+    )
+    raw = b'{"@odata.deltaLink":"' + DELTA.encode() + b'","value":[' + text.encode() + b"]}"
+    (user,) = parse_delta_page_raw(raw)[0].entries
+    assert isinstance(user, GraphUser)
+    assert (user.id, user.mail, user.account_enabled) == (ID1, "b@x.com", True)
+    assert user.person.mail == "b@x.com"
+    assert user.text == text
+
+
+def test_invalid_utf8_is_refused_in_a_user_but_not_in_unread_properties() -> None:
+    user = b'{"id":"' + ID1.encode() + b'","displayName":"Jos\xc3\xa9"}'
+    tail = b'"@odata.deltaLink":"' + DELTA.encode() + b'"}'
+    page, _ = parse_delta_page_raw(b'{"@odata.context":"\xff","value":[' + user + b"]," + tail)
+    assert [e.person.display_name for e in page.entries] == ["José"]
+    bad = user.replace(b"\xc3\xa9", b"\xff")
+    with pytest.raises(GraphError, match="not valid JSON"):
+        parse_delta_page_raw(b'{"value":[' + bad + b"]," + tail)
+
+
+def test_a_page_msgspec_refuses_is_read_by_the_scanner() -> None:
+    # json reads NaN (and a BOM); msgspec does not, so the scanner reads the page.
+    raw = (b'{"@odata.deltaLink":"' + DELTA.encode() + b'","value":['
+           b'{"id":"' + ID1.encode() + b'","displayName":"Ann","jobTitle":NaN}]}')
+    (user,) = parse_delta_page_raw(raw)[0].entries
+    assert isinstance(user, GraphUser)
+    assert (user.id, user.display_name) == (ID1, "Ann")
+
+
 def test_pages_without_a_backslash_are_read_as_sent() -> None:
     raw = page({"id": ID1, "displayName": "José Müller 🦄"})
     (user,) = parse_delta_page_raw(raw)[0].entries
     assert isinstance(user, GraphUser)
     assert user.display_name == "José Müller 🦄"
     assert user.person.display_name == "José Müller 🦄"
+
+
+@pytest.mark.parametrize("parser", PARSERS, ids=PARSER_IDS)
+def test_a_page_nested_too_deeply_is_a_graph_error(parser: Any) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    raw = (b'{"@odata.deltaLink":"' + DELTA.encode() + b'","value":[{"id":"'
+           + ID1.encode() + b'","x":' + deep + b"}]}")
+    with pytest.raises(GraphError, match="not valid JSON"):
+        parser(raw)

@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import msgspec
+
 from ..errors import GraphError
 from ..models import CARD_FIELDS, DeltaPage, DirectoryUser, GraphUser, Person, Removal
 
@@ -48,7 +50,7 @@ def parse_delta_page_counted(raw: bytes | str) -> tuple[DeltaPage, int]:
     """Like :func:`parse_delta_page`, also returning how many entries were skipped."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _not_json(exc) from exc
     if not isinstance(doc, dict):
         raise GraphError("Microsoft Graph sent a users/delta page that is not a JSON object")
@@ -189,28 +191,113 @@ _SCAN = json.JSONDecoder().scan_once
 _WS = re.compile(r"[ \t\n\r]*")
 
 
+class _Page(msgspec.Struct, gc=False):
+    """A users/delta page as msgspec splits it: each entry's raw JSON bytes, the links."""
+
+    value: list[msgspec.Raw] | None = None
+    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
+    delta_link: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+
+
+class _User(msgspec.Struct, gc=False):
+    """The properties of a user object that the mirror keys and filters on, in the
+    types Graph sends them; msgspec skips the rest without building anything. (Like
+    :func:`json.loads`, the last of two equal keys wins.)"""
+
+    id: str = ""
+    userPrincipalName: str | None = None  # noqa: N815 - Graph's names
+    mail: str | None = None
+    displayName: str | None = None  # noqa: N815
+    accountEnabled: bool | None = None  # noqa: N815
+    userType: str | None = None  # noqa: N815
+    removed: Any = msgspec.field(default=None, name="@removed")
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_USER = msgspec.json.Decoder(_User)
+
+
 class PageReader:
     """Reads a users/delta page for the directory mirror, entry by entry.
 
     Each user becomes a :class:`~cardsync.models.GraphUser` that keeps its object's
-    JSON text exactly as Graph sent it: storing a user costs one pass of the JSON
-    scanner, no Person and no re-encoding. Iterate :meth:`entries` to the end, then
-    read :attr:`next_link`, :attr:`delta_link` and :attr:`skipped`. The same checks
-    as :func:`parse_delta_page` apply, with the same errors.
+    JSON text exactly as Graph sent it: no Person and no re-encoding. msgspec splits
+    the page into each user's bytes and decodes only the properties the mirror keys
+    on (~3 us a user here, against ~7 us for the json module's scanner building every
+    user's dict); a page msgspec refuses or one holding escaped UTF-16 surrogates is
+    read with the scanner. Iterate :meth:`entries` to the end, then read
+    :attr:`next_link`, :attr:`delta_link` and :attr:`skipped`. The same checks as
+    :func:`parse_delta_page` apply, with the same errors, but for one: invalid UTF-8
+    is refused in what is kept (users, links), not in properties no one reads (such
+    as ``@odata.context``).
     """
 
     def __init__(self, raw: bytes | str) -> None:
-        try:
-            self._text = raw if isinstance(raw, str) else raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _not_json(exc) from exc
+        self._raw = raw
         self._fix = _fix_surrogates if _has_surrogate_escape(raw) else None
         self.next_link: str | None = None
         self.delta_link: str | None = None
         self.skipped = 0
 
     def entries(self) -> Iterator[GraphUser | Removal]:
-        s = self._text
+        raw = self._raw
+        if self._fix is None and isinstance(raw, bytes):
+            try:
+                page = _PAGE.decode(raw)
+            except (msgspec.MsgspecError, RecursionError):
+                pass  # not what Graph sends: the scanner below gives the exact error
+            else:
+                yield from self._split(page)
+                return
+        yield from self._scanned()
+
+    def _split(self, page: _Page) -> Iterator[GraphUser | Removal]:
+        """The entries of a page msgspec has split into each user's raw bytes: only
+        the few properties the mirror keys on are decoded (into :class:`_User`). An
+        entry whose properties are not the types Graph sends (a number for a mail, an
+        ``@removed``, not an object) is read as :func:`_graph_entry` reads it."""
+        self.next_link, self.delta_link = _links(page.next_link, page.delta_link)
+        decode = _USER.decode
+        for item in page.value or ():
+            data = bytes(item)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_json(exc) from None
+            try:
+                user = decode(data)
+            except msgspec.MsgspecError:
+                user = None
+            if user is None or user.removed is not None:
+                entry = _graph_entry(json.loads(text), text, 0, len(text), None)
+            elif _ID.fullmatch(user.id):
+                entry = GraphUser(
+                    user.id,
+                    text,
+                    hashlib.sha256(data).hexdigest()[:20],
+                    user.userPrincipalName or "",
+                    user.mail or "",
+                    user.displayName or "",
+                    user.accountEnabled is not False,
+                    user.userType or "Member",
+                )
+            else:
+                entry = None
+            if entry is None:
+                self.skipped += 1
+            else:
+                yield entry
+        if self.skipped:
+            log.warning("skipped %d users/delta entries without a valid id", self.skipped)
+
+    def _scanned(self) -> Iterator[GraphUser | Removal]:
+        """The entries read with the json module's scanner, object by object: for pages
+        that need lone surrogates replaced, or that msgspec refuses."""
+        raw = self._raw
+        try:
+            s = raw if isinstance(raw, str) else raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_json(exc) from exc
         try:
             at = _skip_blank(s, 0)
             if s[at : at + 1] != "{":
@@ -255,7 +342,7 @@ class PageReader:
                     at = _skip_blank(s, at + 1)
             if s[_skip_blank(s, at) :]:
                 _fail(s, at)
-        except (IndexError, ValueError) as exc:
+        except (IndexError, ValueError, RecursionError) as exc:
             raise _not_json(exc) from None
         self.next_link, self.delta_link = _links(
             links.get("@odata.nextLink"), links.get("@odata.deltaLink")
