@@ -1,6 +1,6 @@
 """Where a Graph ingest's time goes on this machine: one users/delta round read alone, the
 same round stored alone, and the two at once, with storing on a second thread (as cardsync
-does) or in a second process (the design a storing process would give).
+did until session 5) or in a second process (the design a storing process would give).
 
     python benchmarks/ingest_overlap.py [--users 100000] [--rounds 3]
 

@@ -4,6 +4,7 @@ REQUESTS_CA_BUNDLE)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -334,9 +335,14 @@ def test_pages_stream_with_a_bounded_read_ahead(env: Env) -> None:
         rounds = source.delta(None)
         first = next(rounds)
         assert first.entries
-        time.sleep(0.5)  # the loop reads ahead, but only so far
-        # The page taken, PREFETCH_PAGES waiting, one parsed and waiting for room,
-        # and the next one's body, fetched before that one was parsed.
+        time.sleep(0.3)
+        # The loop runs only while the caller waits on the source: the page taken, and
+        # the next one's request, sent before the page was handed on.
+        assert len(env.records("users/delta")) == 2
+        source._loop.run(asyncio.sleep(0.5))  # the caller waits on something else
+        # The round read ahead meanwhile, but only so far: the page taken,
+        # PREFETCH_PAGES waiting, one parsed and waiting for room, and the next one's
+        # body, fetched before that one was parsed.
         assert len(env.records("users/delta")) == 1 + PREFETCH_PAGES + 2
         rounds.close()  # abandoning a round is fine, and the source stays usable
         time.sleep(0.2)

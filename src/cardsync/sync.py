@@ -308,11 +308,13 @@ class Syncer:
         seen = [0, 0]  # users and removals handed to the state so far, for progress
         for group in _grouped(pages, INGEST_BATCH):
             last: list[str] = []
-            stream = self._entries(org, group, changed, last, seen)
             with self.state.transaction():
-                users, removals = self.state.ingest(org.slug, stream, round_id)
-                outcome.pulled += users
-                outcome.removals += removals
+                # Page by page: each page's rows are written while Graph works on the
+                # next page (the Graph source's loop thread waits meanwhile).
+                for entries in self._entries(org, group, changed, last, seen):
+                    users, removals = self.state.ingest(org.slug, entries, round_id)
+                    outcome.pulled += users
+                    outcome.removals += removals
                 if last:
                     if sweep and round_id is not None:
                         self._sweep(org, source, round_id)
@@ -326,13 +328,13 @@ class Syncer:
         changed: set[str],
         last: list[str],
         seen: list[int],
-    ) -> Iterator[DeltaEntry]:
-        """The entries of a group of pages as one stream (State.ingest writes it in big
-        statements), noting the ids returned, progress, and the deltaLink in ``last``."""
+    ) -> Iterator[tuple[DeltaEntry, ...]]:
+        """The entries of each page of a group, noting the ids returned, progress, and
+        the deltaLink in ``last``."""
         for page in pages:
             ids = [e.id for e in page.entries if not isinstance(e, Removal)]
             changed.update(ids)
-            yield from page.entries
+            yield page.entries
             seen[0] += len(ids)
             seen[1] += len(page.entries) - len(ids)
             self.reporter.pulled(org.slug, seen[0], seen[1])

@@ -12,11 +12,11 @@ already fetching page N+1, and no more than that, so a tenant is never held whol
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import json
 import logging
-import queue
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
@@ -34,8 +34,8 @@ T = TypeVar("T")
 _SELECT = ",".join(DELTA_SELECT)
 log = logging.getLogger("cardsync.graph")
 
-# Parsed pages a round may hold ahead of its caller (each ~200 users, ~0.2 MB): enough
-# to keep fetching while the caller commits a batch of pages to the state.
+# Parsed pages a round may hold ahead of its caller (each ~200 users, ~0.2 MB). The
+# loop runs while the caller waits for a page or calls the source for something else.
 PREFETCH_PAGES = 16
 # Entries parsed between two turns of the event loop, so that the request for the next
 # page goes out (and its answer comes in) while a page is being parsed.
@@ -106,6 +106,125 @@ class _LoopThread:
             self.stop()
 
 
+class _CallerLoop:
+    """An asyncio event loop run by the thread that calls into the source, one call
+    at a time (:class:`_LoopThread` runs its loop on a thread of its own).
+
+    A users/delta round then runs on the caller's thread alone: while the caller
+    stores a page, the loop is not running; the request for the next page is already
+    out, Graph works on it and its answer waits in the socket. With the loop on a
+    thread of its own, that thread woke for every TLS record of the answer and waited
+    for the GIL while the caller stored: a 100,000-user ingest took ~15% longer
+    (docs/performance.md).
+
+    :meth:`close` may come from another thread while a call runs (the daemon stopping
+    mid-cycle): the call then raises GraphError, and so does any later one."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()  # held while the loop runs
+        self._closing = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._closing or self.loop.is_closed():
+                coro.close()
+                raise _closed_error()
+            task = self.loop.create_task(coro)
+            try:
+                return self.loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                if self._closing:
+                    raise _closed_error() from None
+                raise
+            except BaseException:
+                # e.g. KeyboardInterrupt while the loop ran: stop the request too
+                self._finish(task)
+                raise
+
+    def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task that runs whenever the loop does (during later :meth:`run` calls)."""
+        with self._lock:
+            if self._closing or self.loop.is_closed():
+                coro.close()
+                raise _closed_error()
+            return self.loop.create_task(coro)
+
+    def cancel(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task`` and let it clean up; nothing to do once the loop is closed."""
+        with self._lock:
+            if not self.loop.is_closed():
+                self._finish(task)
+
+    def _finish(self, task: asyncio.Future[Any]) -> None:
+        if task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            self.loop.run_until_complete(asyncio.wait({task}))
+
+    @classmethod
+    def with_client(
+        cls, entra: EntraConfig, *, retry_budget: float, stats: Stats
+    ) -> tuple[_CallerLoop, GraphClient]:
+        """A new loop and a GraphClient built on it: the SDK's httpx client then
+        belongs to this loop, which keeps it (and the token cache) for life."""
+
+        async def build() -> GraphClient:
+            return GraphClient(entra, retry_budget=retry_budget, stats=stats)
+
+        runner = cls()
+        try:
+            return runner, runner.run(build())
+        except BaseException:
+            runner.loop.close()
+            raise
+
+    def close_client(self, client: GraphClient) -> None:
+        """Cancel what still runs on the loop (a call on another thread, a round the
+        caller abandoned), close ``client``'s connections, then close the loop."""
+        self._closing = True
+        if self.loop.is_running():  # a call on another thread: wake it
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(_cancel_tasks)
+
+        async def shutdown() -> None:
+            await _cancel_tasks_and_wait()
+            await client.aclose()
+
+        with self._lock:
+            if self.loop.is_closed():
+                return
+            try:
+                task = self.loop.create_task(shutdown(), name=_SHUTDOWN)
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    self.loop.run_until_complete(task)
+            finally:
+                self.loop.close()
+
+
+_SHUTDOWN = "cardsync-shutdown"
+
+
+def _cancel_tasks() -> None:
+    """Cancel the loop's tasks but a shutdown (this may run late, in the shutdown's
+    own run of the loop)."""
+    for task in asyncio.all_tasks():
+        if task.get_name() != _SHUTDOWN:
+            task.cancel()
+
+
+async def _cancel_tasks_and_wait() -> None:
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+def _closed_error() -> GraphError:
+    return GraphError("the connection to Microsoft Graph was closed during a sync")
+
+
 class GraphSource:
     """Users from Microsoft Graph for one Entra app registration.
 
@@ -118,7 +237,7 @@ class GraphSource:
         self.stats = Stats()
         self._closed = False
         self._scope_reader: ScopeReader | None = None
-        self._loop, self._client = _LoopThread.with_client(
+        self._loop, self._client = _CallerLoop.with_client(
             entra, retry_budget=retry_budget, stats=self.stats
         )
 
@@ -155,18 +274,18 @@ class GraphSource:
                 f"the stored deltaLink is not a users/delta link of {self.entra.graph_url}"
             )
         url = self.first_delta_url() if link is None else link
-        feed = _Feed(self._loop.loop, PREFETCH_PAGES)
-        producer = self._loop.submit(self._produce(url, link is not None, feed))
+        feed = _Feed(PREFETCH_PAGES)
+        producer = self._loop.start(self._produce(url, link is not None, feed))
         try:
             while True:
-                item = feed.get()
+                item = self._loop.run(feed.get())
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            producer.cancel()  # the caller stopped early: stop fetching too
+            self._loop.cancel(producer)  # the caller stopped early: stop fetching too
 
     async def _produce(self, url: str, stored: bool, feed: _Feed) -> None:
         """Fetch and parse a whole round into ``feed``, then None (or the exception).
@@ -174,7 +293,8 @@ class GraphSource:
         Only one request is ever in flight, as in a plain loop, but the next one goes
         out before this page is parsed: its link is read from the raw bytes first
         (:func:`_next_link_hint`), and checked against the parsed page. So Graph works
-        on page N+1 while this thread parses page N and the caller stores page N-1.
+        on page N+1 while page N is parsed and stored (the loop runs only while the
+        caller waits for a page: see :class:`_CallerLoop`).
         """
         ahead: asyncio.Future[bytes] | None = None
         try:
@@ -203,7 +323,7 @@ class GraphSource:
         except asyncio.CancelledError:
             # The caller stopped reading, or the source is being closed under a caller
             # that still waits (the daemon stopping mid-cycle): wake it either way.
-            feed.close(GraphError("the connection to Microsoft Graph was closed during a sync"))
+            feed.close(_closed_error())
             await _discard(ahead)
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -341,29 +461,31 @@ def _get_request(url: str) -> Any:
 
 
 class _Feed:
-    """Pages from the loop thread to the caller's thread: at most ``size`` waiting.
-    The loop side awaits room; the caller's side blocks. ``close`` ends the feed with
-    None (the round is complete) or an exception to raise in the caller's thread."""
+    """Pages from the round's producer task to the caller: at most ``size`` waiting
+    (the producer awaits room). ``close`` ends the feed with None (the round is
+    complete) or an exception to raise in the caller."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self._loop = loop
-        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._room = asyncio.Semaphore(size)  # used on the loop thread only
+    def __init__(self, size: int) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._room = asyncio.Semaphore(size)
+        self._ready = asyncio.Event()
 
     async def put(self, page: DeltaPage) -> None:
         await self._room.acquire()
-        self._items.put(page)
+        self._items.append(page)
+        self._ready.set()
 
     def close(self, last: BaseException | None) -> None:
-        self._items.put(last)
+        self._items.append(last)
+        self._ready.set()
 
-    def get(self) -> Any:
-        item = self._items.get()
-        if isinstance(item, DeltaPage) and not self._loop.is_closed():
-            # (A closed loop: the source was closed mid-round and the feed ends with
-            # an error after the pages already read.)
-            with contextlib.suppress(RuntimeError):  # closed since the check
-                self._loop.call_soon_threadsafe(self._room.release)
+    async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if isinstance(item, DeltaPage):
+            self._room.release()
         return item
 
 
