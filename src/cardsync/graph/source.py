@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -73,16 +73,8 @@ class _LoopThread:
     ) -> tuple[_LoopThread, GraphClient]:
         """A new loop thread and a GraphClient built on it: the SDK's httpx client
         then belongs to this loop, which keeps it (and the token cache) for life."""
-
-        async def build() -> GraphClient:
-            return GraphClient(entra, retry_budget=retry_budget, stats=stats)
-
         thread = cls()
-        try:
-            return thread, thread.run(build())
-        except BaseException:
-            thread.stop()
-            raise
+        return thread, _client_on(thread, thread.stop, entra, retry_budget, stats)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -167,18 +159,9 @@ class _CallerLoop:
     def with_client(
         cls, entra: EntraConfig, *, retry_budget: float, stats: Stats
     ) -> tuple[_CallerLoop, GraphClient]:
-        """A new loop and a GraphClient built on it: the SDK's httpx client then
-        belongs to this loop, which keeps it (and the token cache) for life."""
-
-        async def build() -> GraphClient:
-            return GraphClient(entra, retry_budget=retry_budget, stats=stats)
-
+        """A new loop and a GraphClient built on it (as :meth:`_LoopThread.with_client`)."""
         runner = cls()
-        try:
-            return runner, runner.run(build())
-        except BaseException:
-            runner.loop.close()
-            raise
+        return runner, _client_on(runner, runner.loop.close, entra, retry_budget, stats)
 
     def close_client(self, client: GraphClient) -> None:
         """Cancel what still runs on the loop (a call on another thread, a round the
@@ -204,6 +187,25 @@ class _CallerLoop:
 
 
 _SHUTDOWN = "cardsync-shutdown"
+
+
+def _client_on(
+    runner: _LoopThread | _CallerLoop,
+    discard: Callable[[], None],
+    entra: EntraConfig,
+    retry_budget: float,
+    stats: Stats,
+) -> GraphClient:
+    """A GraphClient built on ``runner``'s loop; ``discard`` the runner if that fails."""
+
+    async def build() -> GraphClient:
+        return GraphClient(entra, retry_budget=retry_budget, stats=stats)
+
+    try:
+        return runner.run(build())
+    except BaseException:
+        discard()
+        raise
 
 
 def _cancel_tasks() -> None:
