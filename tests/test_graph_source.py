@@ -5,6 +5,7 @@ REQUESTS_CA_BUNDLE)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
@@ -597,3 +598,22 @@ def test_closing_the_source_mid_round_wakes_the_reader(env: Env) -> None:
     assert not reader.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], GraphError)
     assert "closed during a sync" in str(outcome[0])
+
+
+def test_ctrl_c_while_waiting_for_a_page_leaves_the_source_usable(env: Env) -> None:
+    # The event loop runs on the caller's thread: Ctrl-C lands in it. The request is
+    # cancelled, the round ends with KeyboardInterrupt, and the next call works.
+    env.emu.faults.page_delay = 0.5
+    with env.source() as source:
+        rounds = source.delta(None)
+        main = threading.main_thread().ident
+        timer = threading.Timer(0.2, signal.pthread_kill, [main, signal.SIGINT])
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            next(rounds)
+        assert time.monotonic() - started < 0.45  # the wait for the page was cut short
+        rounds.close()
+        env.emu.faults.page_delay = 0
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())

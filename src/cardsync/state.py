@@ -542,8 +542,10 @@ class State:
 
         Many rows per statement: Python's sqlite3 lets other threads run during each
         step of a statement and must win the GIL back afterwards, which takes up to a
-        switch interval (5 ms) while the Graph thread is parsing. One step per row made
-        a 100,000-user ingest several times slower than SQLite's own work."""
+        switch interval (5 ms) when another thread is busy. One step per row made a
+        100,000-user ingest several times slower than SQLite's own work, when the Graph
+        source parsed on a thread of its own. (A sync now stores a round page by page,
+        200 rows a statement, on the thread that reads it.)"""
         if not upserts:
             return 0
         rows = list(upserts.values())

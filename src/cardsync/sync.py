@@ -310,7 +310,7 @@ class Syncer:
             last: list[str] = []
             with self.state.transaction():
                 # Page by page: each page's rows are written while Graph works on the
-                # next page (the Graph source's loop thread waits meanwhile).
+                # next page (the Graph source's event loop is not running meanwhile).
                 for entries in self._entries(org, group, changed, last, seen):
                     users, removals = self.state.ingest(org.slug, entries, round_id)
                     outcome.pulled += users

@@ -10,7 +10,7 @@ returned or the error it raised.
 
 Workers are spawned (fresh interpreters, not forks), so they hold only what
 publishing needs (~50 MB each) and no copy of the main process's memory or of the
-Graph client's event-loop thread.
+photo client's event-loop thread.
 """
 
 from __future__ import annotations

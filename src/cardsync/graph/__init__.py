@@ -4,10 +4,11 @@ This is the only async code in cardsync, and the only code that imports msgraph-
 azure-identity, which happens when a :class:`GraphSource` is first used, never when this
 package is imported (``cardsync --help`` stays fast).
 
-    parse     pure: Graph JSON bytes -> DeltaPage / DirectoryUser (json.loads, no SDK models)
+    parse     pure: Graph JSON bytes -> DeltaPage / DirectoryUser / GraphUser (json.loads
+              and msgspec, no SDK models)
     errors    SDK / azure-identity / httpx exceptions -> one-line CardsyncErrors
     client    credential + GraphServiceClient + the time-bounded retry loop (async)
-    source    GraphSource, the synchronous facade with its own event loop thread
+    source    GraphSource, the synchronous facade; its event loop runs on the caller's thread
 """
 
 from __future__ import annotations

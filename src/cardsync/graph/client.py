@@ -49,7 +49,7 @@ READ_TIMEOUT = 100.0
 
 @dataclass
 class Stats:
-    """Counters, updated on the loop thread and read from any thread."""
+    """Counters, updated on the loop's thread and read from any thread."""
 
     requests: int = 0  # HTTP requests sent to Graph, retries included (not token requests)
     throttled: int = 0  # 429/502/503/504 answers among them
