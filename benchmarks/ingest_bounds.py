@@ -8,7 +8,7 @@ benchmarks/ingest.py times it (Graph client built, token, every page, the round 
 the state file closed), in this process, against an emulator started for the purpose.
 The parts made free (by patching cardsync's own functions, for this measurement only):
 
-- "parse free": the Graph thread sends and receives and nothing else; each page's
+- "parse free": the Graph source sends and receives and nothing else; each page's
   entries come from a cache filled in an unmeasured round before (its links are read
   from the raw bytes, as the read-ahead already does);
 - "SQLite free": the statements that write mirror rows are not run (the rows are still
