@@ -617,3 +617,19 @@ def test_ctrl_c_while_waiting_for_a_page_leaves_the_source_usable(env: Env) -> N
         env.emu.faults.page_delay = 0
         pages, _ = drain(source, None)
     assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_a_round_abandoned_inside_a_call_on_the_loop_does_not_deadlock(env: Env) -> None:
+    # The round's generator may be finalized while the loop runs on the same thread (by
+    # the garbage collector, in the middle of another call): cancelling its producer
+    # must not wait for the loop that thread is running.
+    with env.source() as source:
+        rounds = source.delta(None)
+        next(rounds)
+
+        async def abandon() -> None:
+            rounds.close()
+
+        source._loop.run(abandon())
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())

@@ -114,7 +114,9 @@ class _CallerLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._lock = threading.Lock()  # held while the loop runs
+        # Held while the loop runs. Reentrant: a round abandoned inside a run (its
+        # generator finalized by the garbage collector there) cancels its task here.
+        self._lock = threading.RLock()
         self._closing = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -145,7 +147,9 @@ class _CallerLoop:
     def cancel(self, task: asyncio.Task[Any]) -> None:
         """Cancel ``task`` and let it clean up; nothing to do once the loop is closed."""
         with self._lock:
-            if not self.loop.is_closed():
+            if self.loop.is_running():  # called from inside a run: it cleans up later
+                task.cancel()
+            elif not self.loop.is_closed():
                 self._finish(task)
 
     def _finish(self, task: asyncio.Future[Any]) -> None:
@@ -166,16 +170,19 @@ class _CallerLoop:
     def close_client(self, client: GraphClient) -> None:
         """Cancel what still runs on the loop (a call on another thread, a round the
         caller abandoned), close ``client``'s connections, then close the loop."""
-        self._closing = True
-        if self.loop.is_running():  # a call on another thread: wake it
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self.loop.call_soon_threadsafe(_cancel_tasks)
 
         async def shutdown() -> None:
             await _cancel_tasks_and_wait()
             await client.aclose()
 
-        with self._lock:
+        self._closing = True
+        # A call running on another thread (or about to: it may have passed its check of
+        # _closing) is woken until it lets go of the loop.
+        while not self._lock.acquire(timeout=0.05):
+            if self.loop.is_running():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self.loop.call_soon_threadsafe(_cancel_tasks)
+        try:
             if self.loop.is_closed():
                 return
             try:
@@ -184,6 +191,8 @@ class _CallerLoop:
                     self.loop.run_until_complete(task)
             finally:
                 self.loop.close()
+        finally:
+            self._lock.release()
 
 
 _SHUTDOWN = "cardsync-shutdown"
