@@ -403,16 +403,22 @@ _ENTRY = st.one_of(
     indent=st.sampled_from([None, 1]),
     next_page=st.booleans(),
     scanner=st.booleans(),
+    escaped=st.booleans(),
 )
 def test_the_raw_reader_agrees_with_the_object_reader(
-    values: list[Any], link_first: bool, indent: int | None, next_page: bool, scanner: bool
+    values: list[Any],
+    link_first: bool,
+    indent: int | None,
+    next_page: bool,
+    scanner: bool,
+    escaped: bool,
 ) -> None:
     # The mirror is filled by the raw reader, which keeps each user's JSON text and
     # reads the Person from it later; it must see exactly what the object reader sees,
     # both when msgspec splits the page and when the json module's scanner reads it.
     link = {"@odata.nextLink": NEXT} if next_page else {"@odata.deltaLink": DELTA}
     doc = {**link, "value": values} if link_first else {"value": values, **link}
-    text = json.dumps(doc, indent=indent, ensure_ascii=False)
+    text = json.dumps(doc, indent=indent, ensure_ascii=escaped)  # "\u00e9" or "é"
     if _LONE.search(text):
         text = json.dumps(doc, indent=indent)  # Graph escapes what UTF-8 cannot carry
     body = text.encode()
