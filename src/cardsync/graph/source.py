@@ -1,12 +1,12 @@
 """GraphSource: the synchronous face of the Graph client.
 
 msgraph-sdk is async-only and its httpx client is bound to the event loop it first ran
-on, so a GraphSource owns one event loop, on one background thread, for its whole life
-(the daemon keeps it across cycles, and with it the credential's token cache). Sync
-methods hand coroutines to that loop and wait for the answer.
+on, so a GraphSource owns one event loop for its whole life (the daemon keeps it across
+cycles, and with it the credential's token cache). Sync methods run that loop on the
+calling thread until their coroutine is done (:class:`_CallerLoop`).
 
-:meth:`GraphSource.delta` streams: while the caller works on page N, the loop is
-already fetching page N+1, and no more than that, so a tenant is never held whole.
+:meth:`GraphSource.delta` streams: while the caller works on page N, the request for
+page N+1 is out, and no more than that, so a tenant is never held whole.
 """
 
 from __future__ import annotations
