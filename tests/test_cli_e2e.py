@@ -205,3 +205,29 @@ def test_kill_at_any_point_then_rerun_completes_without_duplicates(graph, phase,
     leftovers = [p for p in (graph.dir / "site").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
     assert graph.cli("diff", "--exit-code").returncode == 0
+
+
+def test_ctrl_c_during_the_pull_exits_130_and_a_rerun_completes(graph):
+    # The Graph source's event loop runs on the main thread, so Ctrl-C lands in it
+    # while it waits for a page: the run stops at once, cleanly, with nothing stored
+    # half-way that the next run would trip over.
+    ids = graph.add_sample(40)
+    graph.emu.faults.page_delay = 0.2
+    proc = graph.popen("run")
+    deadline = time.time() + 60
+    while time.time() < deadline and len(graph.graph_requests("/users/delta")) < 3:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - interrupted < 5
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in out + err and "Traceback" not in out + err, (out, err)
+    graph.emu.faults.page_delay = 0
+    rerun = graph.cli("run")
+    assert rerun.returncode == 0, rerun.stderr
+    with sqlite3.connect(graph.dir / "state.db") as db:
+        cards = sorted(r[0] for r in db.execute("SELECT user_id FROM cards"))
+    assert cards == sorted(ids)
+    assert graph.cli("diff", "--exit-code").returncode == 0

@@ -357,3 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer's answer to a KeyboardInterrupt inside a command
+            sys.stderr.write("interrupted\n")
+        raise
