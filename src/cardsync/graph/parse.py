@@ -269,7 +269,11 @@ class PageReader:
             except msgspec.MsgspecError:
                 user = None
             if user is None or user.removed is not None:
-                entry = _graph_entry(json.loads(text), text, 0, len(text), None)
+                try:
+                    obj = json.loads(text)
+                except (ValueError, RecursionError) as exc:  # msgspec took it; json did not
+                    raise _not_json(exc) from None
+                entry = _graph_entry(obj, text, 0, len(text), None)
             elif _ID.fullmatch(user.id):
                 entry = GraphUser(
                     user.id,
