@@ -244,7 +244,7 @@ class PageReader:
         if self._fix is None and isinstance(raw, bytes):
             try:
                 page = _PAGE.decode(raw)
-            except (msgspec.MsgspecError, RecursionError):
+            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
                 pass  # not what Graph sends: the scanner below gives the exact error
             else:
                 yield from self._split(page)
