@@ -30,7 +30,10 @@ def run_benchmark(script: str, *args: str) -> str:
 
 
 def test_sync_bench_listing_prints_the_ingest_and_its_ratios() -> None:
-    out = run_benchmark("sync_bench.py", "--users", "1000", "--small", "200", "--listing-only")
+    out = run_benchmark(
+        "sync_bench.py", "--users", "1000", "--small", "200", "--listing-only",
+        "--listing-rounds", "3",
+    )
     assert re.search(r"the second core gives \d+% of the first", out)
     for label in (
         "bare listing (httpx, best of 3)",
@@ -40,6 +43,7 @@ def test_sync_bench_listing_prints_the_ingest_and_its_ratios() -> None:
     ):
         assert re.search(re.escape(label) + r"\s+\d+\.\d\d s", out), label
     assert "1000 users, client" in out  # the ingest stored every user
+    assert len(re.findall(r"round \d: bare listing \d+\.\d\d s", out)) == 3
     for ratio in ("ingest / bare listing", "ingest / bare listing, median of rounds"):
         assert re.search(re.escape(ratio) + r"\s+\d+\.\d\d x", out), ratio
 
