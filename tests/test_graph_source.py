@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 
 from cardsync.config import EntraConfig
 from cardsync.emulator import GraphEmulator
@@ -631,5 +632,46 @@ def test_a_round_abandoned_inside_a_call_on_the_loop_does_not_deadlock(env: Env)
             rounds.close()
 
         source._loop.run(abandon())
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_graph_connections_run_on_asyncio_streams(env: Env) -> None:
+    from cardsync.graph.transport import AsyncioBackend
+
+    with env.source() as source:
+        transport = source._client._http._transport  # the SDK's middleware, then httpx's
+        while not hasattr(transport, "_pool"):
+            transport = transport.transport
+        assert isinstance(transport._pool._network_backend, AsyncioBackend)
+        pages, _ = drain(source, None)
+    assert set(users_by_id(pages)) == set(env.tenant.user_ids())
+
+
+def test_an_untrusted_graph_certificate_is_a_tls_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # The token request trusts the emulator (REQUESTS_CA_BUNDLE); Graph's connections
+    # (SSL_CERT_FILE, read when the client is built) trust another CA only.
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    with env.source() as source, pytest.raises(UnreachableError) as caught:
+        list(source.delta(None))
+    assert "cannot establish a trusted TLS connection to Microsoft Graph" in caught.value.message
+    assert not env.records("users/delta")  # refused before any request was sent
+
+
+def test_a_page_slower_than_the_read_timeout_is_retried_then_reported(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cardsync.graph.client.READ_TIMEOUT", 0.2)
+    env.emu.faults.page_delay = 0.6
+    with env.source(retry_budget=1.5) as source, pytest.raises(UnreachableError) as caught:
+        list(source.delta(None))
+    assert "the connection timed out" in caught.value.message
+    assert "(retried for" in caught.value.message  # a timeout is retried, within the budget
+    env.emu.faults.page_delay = 0
+    with env.source() as source:
         pages, _ = drain(source, None)
     assert set(users_by_id(pages)) == set(env.tenant.user_ids())
