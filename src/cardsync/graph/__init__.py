@@ -8,6 +8,7 @@ package is imported (``cardsync --help`` stays fast).
               and msgspec, no SDK models)
     errors    SDK / azure-identity / httpx exceptions -> one-line CardsyncErrors
     client    credential + GraphServiceClient + the time-bounded retry loop (async)
+    transport httpcore's connections on asyncio's own streams (instead of anyio's)
     source    GraphSource, the synchronous facade; its event loop runs on the caller's thread
 """
 
