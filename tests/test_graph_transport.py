@@ -119,3 +119,68 @@ def test_a_transport_laid_out_otherwise_is_left_alone() -> None:
     assert use_asyncio_streams(default) is True
     pool: Any = default._transport._pool  # type: ignore[attr-defined]
     assert isinstance(pool._network_backend, AsyncioBackend)
+
+
+def test_http2_runs_on_asyncio_streams() -> None:
+    # Microsoft Graph speaks HTTP/2 and httpx (as the SDK builds it) asks for it: the
+    # h2 connection reads and writes through the same stream as HTTP/1.1.
+    h2_config = pytest.importorskip("h2.config")
+    h2_connection = pytest.importorskip("h2.connection")
+    h2_events = pytest.importorskip("h2.events")
+    ca = trustme.CA()
+    body = b"y" * 300_000
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2_connection.H2Connection(
+            config=h2_config.H2Configuration(client_side=False)
+        )
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        pending: dict[int, int] = {}  # stream id -> bytes of the body sent so far
+
+        def send_more() -> None:
+            for stream_id, sent in list(pending.items()):
+                room = min(conn.local_flow_control_window(stream_id), len(body) - sent)
+                while room > 0:
+                    size = min(room, conn.max_outbound_frame_size)
+                    conn.send_data(stream_id, body[sent : sent + size])
+                    sent += size
+                    room -= size
+                pending[stream_id] = sent
+                if sent == len(body):
+                    conn.end_stream(stream_id)
+                    del pending[stream_id]
+
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2_events.RequestReceived):
+                    conn.send_headers(event.stream_id, [
+                        (":status", "200"), ("content-length", str(len(body))),
+                    ])
+                    pending[event.stream_id] = 0
+                elif isinstance(event, h2_events.WindowUpdated):
+                    pass
+            send_more()
+            writer.write(conn.data_to_send())
+            await writer.drain()
+
+    async def scenario() -> tuple[str, bytes]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(context)
+        context.set_alpn_protocols(["h2"])
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx.AsyncClient(http2=True, verify=client_context(ca)) as client:
+                assert use_asyncio_streams(client)
+                response = await client.get(f"https://localhost:{port}/v1.0/users/delta")
+                return response.http_version, response.content
+        finally:
+            server.close()
+
+    version, content = asyncio.run(scenario())
+    assert version == "HTTP/2"
+    assert content == body
