@@ -35,8 +35,11 @@ def person_from_dict(data: dict[str, Any]) -> Person:
     return Person(**data)
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def content_hash(text: str | bytes) -> str:
+    """The hash of a mirror row's or a card's text (given as UTF-8 bytes when the caller
+    already has them): the cards ledger compares the two."""
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:20]
 
 
 def canonical(person: Person) -> tuple[str, str]:

@@ -11,7 +11,6 @@ become U+FFFD.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -20,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from ..canonical import content_hash
 from ..errors import GraphError
 from ..models import CARD_FIELDS, DeltaPage, DirectoryUser, GraphUser, Person, Removal
 
@@ -278,7 +278,7 @@ class PageReader:
                 entry = GraphUser(
                     user.id,
                     text,
-                    hashlib.sha256(data).hexdigest()[:20],
+                    content_hash(data),
                     user.userPrincipalName or "",
                     user.mail or "",
                     user.displayName or "",
@@ -418,7 +418,7 @@ def _graph_entry(
     return GraphUser(
         uid,
         text,
-        hashlib.sha256(text.encode()).hexdigest()[:20],
+        content_hash(text),
         _column(get("userPrincipalName"), fix),
         _column(get("mail"), fix),
         _column(get("displayName"), fix),
