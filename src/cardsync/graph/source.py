@@ -121,10 +121,7 @@ class _CallerLoop:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
-            if self._closing or self.loop.is_closed():
-                coro.close()
-                raise _closed_error()
-            task = self.loop.create_task(coro)
+            task = self._task(coro)
             try:
                 return self.loop.run_until_complete(task)
             except asyncio.CancelledError:
@@ -139,10 +136,13 @@ class _CallerLoop:
     def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task that runs whenever the loop does (during later :meth:`run` calls)."""
         with self._lock:
-            if self._closing or self.loop.is_closed():
-                coro.close()
-                raise _closed_error()
-            return self.loop.create_task(coro)
+            return self._task(coro)
+
+    def _task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        if self._closing or self.loop.is_closed():
+            coro.close()
+            raise _closed_error()
+        return self.loop.create_task(coro)
 
     def cancel(self, task: asyncio.Task[Any]) -> None:
         """Cancel ``task`` and let it clean up; nothing to do once the loop is closed."""
